@@ -1,0 +1,62 @@
+"""reptrans.align: measure how alike two representations are, and train them to align.
+
+Names are loaded lazily (PEP 562) so that ``import align`` stays cheap and a
+metric does not pay for torch or sentence-transformers unless it uses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "knn": "align.knn",
+    "mutual_knn": "align.metrics.neighbors",
+    "cycle_knn": "align.metrics.neighbors",
+    "lcs_knn": "align.metrics.neighbors",
+    "cknna": "align.metrics.neighbors",
+    "cka": "align.metrics.kernel",
+    "hsic": "align.metrics.kernel",
+    "rsa": "align.metrics.kernel",
+    "svcca": "align.metrics.cca",
+    "pwcca": "align.metrics.cca",
+    "linear_score": "align.metrics.mapping",
+    "procrustes_score": "align.metrics.mapping",
+    "permutation_score": "align.metrics.mapping",
+    "soft_match_score": "align.metrics.mapping",
+    "score": "align.metrics",
+    "METRICS": "align.metrics",
+    "chance_level": "align.metrics",
+    "compare_layers": "align.layers",
+    "LayerComparison": "align.layers",
+    "rotation_test": "align.layers",
+    "extract_activations": "align.extract",
+    "encode": "align.extract",
+    "ENCODERS": "align.extract",
+    "load_corpus": "align.data",
+    "embed_corpus": "align.data",
+    "ContrastiveAligner": "align.contrastive",
+    "clip_loss": "align.contrastive",
+    "siglip_loss": "align.contrastive",
+    "RepaProjector": "align.repa",
+    "attach_repa": "align.repa",
+    "repa_loss": "align.repa",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'align' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,153 @@
+"""Neighbourhood alignment metrics: mutual kNN, cycle kNN, LCS kNN, CKNNA.
+
+All follow Huh, Cheung, Wang & Isola (2024), "The Platonic Representation
+Hypothesis" (ICML), and its reference code (platonic-rep): rows are paired
+samples, rows are L2-normalised, neighbours are by cosine with self excluded.
+Unlike the reference code, nothing here builds an n×n matrix: neighbour lists
+come from :func:`align.knn` and overlaps are computed from the (n, k) index
+lists, so memory is O(n·k).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import numpy as np
+
+from ..knn import normalize_rows, search_prepared
+from ..validation import as_matrix, check_k, check_nonzero_rows, check_paired
+
+__all__ = ["mutual_knn", "cycle_knn", "lcs_knn", "cknna", "neighbor_lists"]
+
+
+def _prepare(X: Any, Y: Any, k: int, min_k: int = 1) -> Tuple[np.ndarray, np.ndarray, int]:
+    X = as_matrix(X, "X", dtype=np.float32, min_rows=2)
+    Y = as_matrix(Y, "Y", dtype=np.float32, min_rows=2)
+    check_paired(X, Y)
+    k = check_k(k, X.shape[0], "k")
+    if k < min_k:
+        raise ValueError(f"k must be >= {min_k} for this metric, got {k}")
+    check_nonzero_rows(X, "X")
+    check_nonzero_rows(Y, "Y")
+    return normalize_rows(X), normalize_rows(Y), k
+
+
+def neighbor_lists(X: Any, Y: Any, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
+    """The (n, k) cosine neighbour index lists of X and of Y (self excluded)."""
+    Xn, Yn, k = _prepare(X, Y, k)
+    return search_prepared(Xn, Xn, k, True)[1], search_prepared(Yn, Yn, k, True)[1]
+
+
+def _row_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|a_i ∩ b_i| per row for index lists without repeats, in O(n·k log k)."""
+    both = np.sort(np.concatenate([a, b], axis=1), axis=1)
+    return (both[:, 1:] == both[:, :-1]).sum(axis=1)
+
+
+def mutual_knn(X: Any, Y: Any, k: int = 10) -> float:
+    """Mutual k-nearest-neighbour alignment.
+
+    score = (1/n) Σ_i |N_X(i) ∩ N_Y(i)| / k, where N_X(i) are the k cosine
+    nearest neighbours of row i of X, self excluded (Huh et al. 2024, Eq. 11).
+
+    Range [0, 1]; 1 iff every neighbourhood agrees. Invariant to rotation and
+    scaling of either space (cosine). Chance for independent X, Y: k / (n - 1).
+    """
+    ix, iy = neighbor_lists(X, Y, k)
+    return float(_row_overlap(ix, iy).mean() / ix.shape[1])
+
+
+def cycle_knn(X: Any, Y: Any, k: int = 10) -> float:
+    """Cycle kNN: fraction of samples i that are among the X-neighbours of one
+    of their own Y-neighbours, i ∈ N_X(N_Y(i)) (platonic-rep ``cycle_knn``).
+
+    Range [0, 1]; invariant to rotation and scaling of either space.
+    """
+    ix, iy = neighbor_lists(X, Y, k)
+    n = ix.shape[0]
+    # (n, k, k): the X-neighbours of each Y-neighbour of i; O(n·k²) memory.
+    hit = (ix[iy] == np.arange(n)[:, None, None]).any(axis=(1, 2))
+    return float(hit.mean())
+
+
+def _lcs_lengths(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Longest common subsequence length of each pair of rows, vectorised over rows."""
+    n, k = a.shape
+    prev = np.zeros((n, k + 1), dtype=np.int32)
+    for i in range(k):
+        cur = np.zeros_like(prev)
+        eq = a[:, i : i + 1] == b  # (n, k)
+        for j in range(k):
+            cur[:, j + 1] = np.where(eq[:, j], prev[:, j] + 1, np.maximum(prev[:, j + 1], cur[:, j]))
+        prev = cur
+    return prev[:, k]
+
+
+def lcs_knn(X: Any, Y: Any, k: int = 10) -> float:
+    """Longest-common-subsequence kNN: mean over i of LCS(N_X(i), N_Y(i)) / k,
+    with neighbour lists ordered nearest first.
+
+    Unlike mutual kNN it rewards agreeing *order*. platonic-rep's ``lcs_knn``
+    reports the unnormalised mean length, i.e. k times this value.
+    """
+    ix, iy = neighbor_lists(X, Y, k)
+    return float(_lcs_lengths(ix, iy).mean() / ix.shape[1])
+
+
+def _masked_kernel(Xn: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int):
+    """Sparse matrix with entries <x_i, x_j> (float64) at the given positions."""
+    from scipy.sparse import csr_matrix
+
+    vals = np.einsum("ij,ij->i", Xn[rows].astype(np.float64), Xn[cols].astype(np.float64))
+    return csr_matrix((vals, (rows, cols)), shape=(n, n))
+
+
+def _hsic_unbiased_sparse(K, L) -> float:
+    """Unbiased HSIC (Song et al. 2012, Eq. 5) of two sparse kernels with zero diagonal.
+
+    HSIC = [tr(K L) + 1ᵀK1 · 1ᵀL1 / ((n-1)(n-2)) - 2/(n-2) · 1ᵀ K L 1] / (n (n-3)),
+    where 1ᵀ K L 1 = (Kᵀ1)·(L1); all terms cost O(nnz).
+    """
+    n = K.shape[0]
+    tr_kl = K.multiply(L.T).sum()
+    sum_k, sum_l = K.sum(), L.sum()
+    kl_ones = float(np.asarray(K.sum(axis=0)).ravel() @ np.asarray(L.sum(axis=1)).ravel())
+    return float((tr_kl + sum_k * sum_l / ((n - 1) * (n - 2)) - 2.0 * kl_ones / (n - 2)) / (n * (n - 3)))
+
+
+def cknna(X: Any, Y: Any, k: int = 10) -> float:
+    """Centred kernel nearest-neighbour alignment (Huh et al. 2024, Eq. 13-14).
+
+    CKA restricted to pairs (i, j) that are mutual neighbours: with cosine
+    kernels K, L and α(i, j) = 1[j ∈ N_K(i) ∧ j ∈ N_L(i)] (self excluded),
+
+        CKNNA = HSIC_u(α⊙K, α⊙L) / sqrt(HSIC_u(α_K⊙K, α_K⊙K) · HSIC_u(α_L⊙L, α_L⊙L)),
+
+    with the unbiased HSIC estimator. Matches platonic-rep ``cknna`` (unbiased,
+    not distance-agnostic; its 1e-6 in the denominator is omitted) but never
+    forms the n×n kernels: kernel entries are computed in float64 only where α
+    is non-zero, so memory is O(n·k). Needs k >= 2 and n >= 4.
+    """
+    Xn, Yn, k = _prepare(X, Y, k, min_k=2)
+    n = Xn.shape[0]
+    if n < 4:
+        raise ValueError(f"cknna needs at least 4 samples (unbiased HSIC), got {n}")
+    ix = search_prepared(Xn, Xn, k, True)[1]
+    iy = search_prepared(Yn, Yn, k, True)[1]
+    rows = np.repeat(np.arange(n), k)
+    # α: neighbour pairs common to both lists; a pair (i, j) is in both iff it
+    # appears twice in the concatenation of the two (unique-per-row) lists.
+    keys = np.concatenate([rows * n + ix.ravel(), rows * n + iy.ravel()])
+    uniq, counts = np.unique(keys, return_counts=True)
+    both = uniq[counts == 2]
+    r_b, c_b = both // n, both % n
+    c_x, c_y = ix.ravel(), iy.ravel()
+    kl = _hsic_unbiased_sparse(_masked_kernel(Xn, r_b, c_b, n), _masked_kernel(Yn, r_b, c_b, n))
+    Kx = _masked_kernel(Xn, rows, c_x, n)
+    Ly = _masked_kernel(Yn, rows, c_y, n)
+    kk = _hsic_unbiased_sparse(Kx, Kx)
+    ll = _hsic_unbiased_sparse(Ly, Ly)
+    denom = np.sqrt(kk * ll) if kk > 0 and ll > 0 else 0.0
+    if denom == 0.0:
+        raise ValueError("cknna is undefined here: a neighbourhood kernel has zero unbiased HSIC with itself")
+    return float(kl / denom)
