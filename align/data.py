@@ -72,6 +72,7 @@ PathLike = Union[str, os.PathLike]
 _WS = re.compile(r"\s+")
 # examples follow the definition as `; "..."` (sometimes `: "..."` inside the definition)
 _SPLIT_EXAMPLES = re.compile(r';\s*(?=")')
+_QUOTED = re.compile(r'"([^"]+)"')
 
 
 def cache_root(cache_dir: Optional[PathLike] = None) -> Path:
@@ -89,13 +90,14 @@ def _clean(text: str) -> str:
 def _gloss_texts(gloss: str) -> List[str]:
     """Split one WordNet gloss into its definition and its quoted examples."""
     out = []
-    for i, part in enumerate(_SPLIT_EXAMPLES.split(gloss)):
+    for part in _SPLIT_EXAMPLES.split(gloss):
         part = part.strip().rstrip(";").strip()
         if part.startswith('"'):
-            # `"example" - Author` or `"example"`: keep what is inside the outer quotes
-            end = part.rfind('"')
-            part = part[1:end] if end > 0 else part[1:]
-        out.append(part)
+            # `"ex"`, `"ex" - Author`, `"ex 1", "ex 2"`, `"ex 1" or "ex 2"`: the quoted pieces
+            quoted = _QUOTED.findall(part)
+            out.extend(quoted if quoted else [part.strip('"')])
+        else:
+            out.append(part)
     return out
 
 

@@ -21,8 +21,9 @@ __all__ = ["mutual_knn", "cycle_knn", "lcs_knn", "cknna", "neighbor_lists"]
 
 
 def _prepare(X: Any, Y: Any, k: int, min_k: int = 1) -> Tuple[np.ndarray, np.ndarray, int]:
-    X = as_matrix(X, "X", dtype=np.float32, min_rows=2)
-    Y = as_matrix(Y, "Y", dtype=np.float32, min_rows=2)
+    """Validated, L2-normalised float64 copies of X and Y, and k."""
+    X = as_matrix(X, "X", dtype=np.float64, min_rows=2)
+    Y = as_matrix(Y, "Y", dtype=np.float64, min_rows=2)
     check_paired(X, Y)
     k = check_k(k, X.shape[0], "k")
     if k < min_k:
@@ -32,10 +33,16 @@ def _prepare(X: Any, Y: Any, k: int, min_k: int = 1) -> Tuple[np.ndarray, np.nda
     return normalize_rows(X), normalize_rows(Y), k
 
 
+def _lists(Xn: np.ndarray, k: int) -> np.ndarray:
+    """Neighbour index list of normalised rows; the search itself runs in float32."""
+    X32 = np.ascontiguousarray(Xn, dtype=np.float32)
+    return search_prepared(X32, X32, k, True)[1]
+
+
 def neighbor_lists(X: Any, Y: Any, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
     """The (n, k) cosine neighbour index lists of X and of Y (self excluded)."""
     Xn, Yn, k = _prepare(X, Y, k)
-    return search_prepared(Xn, Xn, k, True)[1], search_prepared(Yn, Yn, k, True)[1]
+    return _lists(Xn, k), _lists(Yn, k)
 
 
 def _row_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -95,10 +102,10 @@ def lcs_knn(X: Any, Y: Any, k: int = 10) -> float:
 
 
 def _masked_kernel(Xn: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int):
-    """Sparse matrix with entries <x_i, x_j> (float64) at the given positions."""
+    """Sparse matrix with entries <x_i, x_j> at the given positions (Xn is float64)."""
     from scipy.sparse import csr_matrix
 
-    vals = np.einsum("ij,ij->i", Xn[rows].astype(np.float64), Xn[cols].astype(np.float64))
+    vals = np.einsum("ij,ij->i", Xn[rows], Xn[cols])
     return csr_matrix((vals, (rows, cols)), shape=(n, n))
 
 
@@ -132,8 +139,7 @@ def cknna(X: Any, Y: Any, k: int = 10) -> float:
     n = Xn.shape[0]
     if n < 4:
         raise ValueError(f"cknna needs at least 4 samples (unbiased HSIC), got {n}")
-    ix = search_prepared(Xn, Xn, k, True)[1]
-    iy = search_prepared(Yn, Yn, k, True)[1]
+    ix, iy = _lists(Xn, k), _lists(Yn, k)
     rows = np.repeat(np.arange(n), k)
     # α: neighbour pairs common to both lists; a pair (i, j) is in both iff it
     # appears twice in the concatenation of the two (unique-per-row) lists.

@@ -1,0 +1,15 @@
+# Both targets set up .venv first (idempotent: scripts/setup.sh does nothing
+# when the environment already matches pyproject.toml and itself).
+.PHONY: setup demo test bench
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/reptrans demo
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+bench: setup
+	.venv/bin/python scripts/bench.py

@@ -1,0 +1,317 @@
+"""Kernel alignment metrics: HSIC, CKA (linear / RBF, biased / debiased) and RSA.
+
+Rows of ``X`` (n, d_x) and ``Y`` (n, d_y) are the same n samples seen by two
+representations; widths may differ. Everything is computed in float64.
+
+References
+----------
+- Gretton, Bousquet, Smola, Schölkopf (2005), "Measuring statistical dependence
+  with Hilbert-Schmidt norms" (biased HSIC).
+- Song, Smola, Gretton, Bedo, Borgwardt (2012), "Feature selection via
+  dependence maximization", JMLR 13 (unbiased HSIC).
+- Kornblith, Norouzi, Lee, Hinton (2019), "Similarity of neural network
+  representations revisited", ICML (CKA; RBF bandwidth convention).
+- Kriegeskorte, Mur, Bandettini (2008), "Representational similarity
+  analysis", Front. Syst. Neurosci. (RSA).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Optional
+
+import numpy as np
+from scipy.spatial.distance import pdist
+from scipy.stats import pearsonr, spearmanr
+
+from align.validation import as_matrix, check_choice, check_nonzero_rows, check_paired
+
+__all__ = ["hsic", "cka", "rsa", "DENSE_MAX_N"]
+
+# Largest n for which an n x n kernel (RBF CKA, gram-form linear CKA) or an
+# n(n-1)/2 RDM (RSA) is built. An n x n float64 matrix at n = 10k is 0.8 GB and
+# the computation holds about three of them. Raise it at your own risk:
+# ``align.metrics.kernel.DENSE_MAX_N = 20_000``.
+DENSE_MAX_N = 10_000
+
+_KERNELS = ("linear", "rbf")
+_DISTANCES = ("correlation", "euclidean", "cosine")
+_COMPARES = ("spearman", "pearson")
+
+
+# --------------------------------------------------------------------------- #
+# Gram-matrix helpers
+# --------------------------------------------------------------------------- #
+def _center_gram(K: np.ndarray, unbiased: bool) -> np.ndarray:
+    """Return a centred copy of the symmetric Gram matrix ``K``.
+
+    biased: H K H with H = I - 11ᵀ/n, so <HKH, HLH>_F = tr(KHLH).
+    unbiased ("U-centring"): the diagonal is zeroed first and the means are
+    corrected so that <K_u, L_u>_F = n (n - 3) HSIC_u(K, L), the Song et al.
+    (2012) unbiased estimator (see :func:`hsic`).
+    """
+    K = np.array(K, dtype=np.float64, copy=True)
+    n = K.shape[0]
+    if unbiased:
+        np.fill_diagonal(K, 0.0)
+        means = K.sum(axis=0) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        K -= means[:, None]
+        K -= means[None, :]
+        np.fill_diagonal(K, 0.0)
+    else:
+        means = K.mean(axis=0)
+        means -= means.mean() / 2
+        K -= means[:, None]
+        K -= means[None, :]
+    return K
+
+
+def _check_dense(n: int, what: str, fix: str) -> None:
+    if n > DENSE_MAX_N:
+        gb = n * n * 8 / 1e9
+        raise ValueError(
+            f"X has n={n} rows: {what} needs dense n x n float64 matrices (~{gb:.1f} GB each, several at once), "
+            f"above the limit n <= {DENSE_MAX_N} (align.metrics.kernel.DENSE_MAX_N). {fix}, or subsample rows, "
+            f"e.g. idx = np.random.default_rng(0).choice({n}, {DENSE_MAX_N}, replace=False); X[idx], Y[idx]"
+        )
+
+
+def _gram_linear(X: np.ndarray) -> np.ndarray:
+    return X @ X.T
+
+
+def _gram_rbf(X: np.ndarray, sigma: float, name: str) -> np.ndarray:
+    """exp(-||x_i - x_j||² / (2 bw²)), bw = sigma * sqrt(median squared distance).
+
+    The median is taken over all n² entries including the zero diagonal, the
+    convention of the Kornblith et al. (2019) notebook (its ``threshold`` is our
+    ``sigma``), so published RBF-CKA numbers are reproduced.
+    """
+    sq = np.einsum("ij,ij->i", X, X)
+    D2 = sq[:, None] + sq[None, :] - 2.0 * (X @ X.T)
+    np.maximum(D2, 0.0, out=D2)  # rounding can give tiny negatives
+    np.fill_diagonal(D2, 0.0)
+    med = float(np.median(D2))
+    if med <= 0:
+        raise ValueError(
+            f"{name}: the median squared pairwise distance is 0 (more than half of the rows coincide), "
+            "so the median-distance RBF bandwidth is undefined; drop duplicate rows or use kernel='linear'"
+        )
+    D2 *= -1.0 / (2.0 * sigma**2 * med)
+    return np.exp(D2, out=D2)
+
+
+def _check_gram(K: Any, name: str, min_rows: int) -> np.ndarray:
+    K = as_matrix(K, name, dtype=np.float64, min_rows=min_rows)
+    if K.shape[0] != K.shape[1]:
+        raise ValueError(f"{name} must be a square n x n Gram matrix, got shape {K.shape}")
+    return K
+
+
+# --------------------------------------------------------------------------- #
+# HSIC
+# --------------------------------------------------------------------------- #
+def hsic(K: Any, L: Any, debiased: bool = False) -> float:
+    """Hilbert-Schmidt independence criterion of two n x n Gram matrices.
+
+    biased (Gretton et al. 2005)::
+
+        HSIC_b(K, L) = tr(K H L H) / (n - 1)²,        H = I - 11ᵀ/n
+
+    debiased (Song et al. 2012, Thm. 2), with K̃, L̃ the Gram matrices with
+    their diagonals set to zero::
+
+        HSIC_u(K, L) = [ tr(K̃ L̃) + (1ᵀK̃1)(1ᵀL̃1) / ((n-1)(n-2)) - 2/(n-2) 1ᵀK̃L̃1 ] / (n (n-3))
+
+    HSIC_u is an unbiased estimate of the population HSIC (it can be slightly
+    negative); it needs n >= 4. Both forms are invariant to adding a constant
+    to every entry of K or L (a constant kernel shift).
+
+    Parameters
+    ----------
+    K, L : (n, n) symmetric Gram matrices of the same samples.
+    debiased : use the unbiased estimator.
+    """
+    K = _check_gram(K, "K", 4 if debiased else 2)
+    L = _check_gram(L, "L", 4 if debiased else 2)
+    check_paired(K, L, ("K", "L"))
+    return _hsic_gram(K, L, bool(debiased))
+
+
+def _hsic_gram(K: np.ndarray, L: np.ndarray, debiased: bool) -> float:
+    n = K.shape[0]
+    dot = float(np.vdot(_center_gram(K, debiased), _center_gram(L, debiased)))
+    return dot / (n * (n - 3)) if debiased else dot / (n - 1) ** 2
+
+
+# --------------------------------------------------------------------------- #
+# CKA
+# --------------------------------------------------------------------------- #
+def _linear_feature_terms(Xc: np.ndarray, Yc: np.ndarray, debiased: bool) -> tuple:
+    """Scaled HSIC(X,Y), HSIC(X,X), HSIC(Y,Y) for linear kernels from d x d products.
+
+    With centred features K = Xc Xcᵀ, so tr(KHLH) = ||Xcᵀ Yc||_F² (cost
+    O(n d_x d_y), memory d_x d_y). For the debiased form, substituting
+    1ᵀK = 0 into Song et al.'s estimator (rows r_i = ||x_i||², R = Σ r_i) gives
+        n (n-3) HSIC_u = ||XcᵀYc||² - n/(n-2) rᵀs + R S / ((n-1)(n-2)).
+    The common factors 1/(n-1)² or 1/(n(n-3)) cancel in CKA and are omitted.
+    """
+    n = Xc.shape[0]
+    xy = float(np.sum((Xc.T @ Yc) ** 2))
+    xx = float(np.sum((Xc.T @ Xc) ** 2))
+    yy = float(np.sum((Yc.T @ Yc) ** 2))
+    if not debiased:
+        return xy, xx, yy
+    r = np.einsum("ij,ij->i", Xc, Xc)
+    s = np.einsum("ij,ij->i", Yc, Yc)
+    R, S = float(r.sum()), float(s.sum())
+
+    def corr(t: float, a: np.ndarray, b: np.ndarray, A: float, B: float) -> float:
+        return t - n / (n - 2) * float(a @ b) + A * B / ((n - 1) * (n - 2))
+
+    return corr(xy, r, s, R, S), corr(xx, r, r, R, R), corr(yy, s, s, S, S)
+
+
+def _cka_ratio(xy: float, xx: float, yy: float) -> float:
+    denom = xx * yy
+    if not denom > 0:
+        warnings.warn(
+            "debiased HSIC of a representation with itself is <= 0 (possible for tiny n); CKA is undefined, "
+            "returning nan. Use more samples or debiased=False.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return float("nan")
+    return xy / np.sqrt(denom)
+
+
+def cka(
+    X: Any,
+    Y: Any,
+    kernel: str = "linear",
+    debiased: bool = False,
+    sigma: Optional[float] = None,
+) -> float:
+    """Centred kernel alignment (Kornblith et al. 2019).
+
+    ::
+
+        CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))
+
+    with K, L the Gram matrices of the rows of X and Y, HSIC biased or debiased
+    (see :func:`hsic`).
+
+    Kernels
+    -------
+    linear : K = X Xᵀ. When n > max(d_x, d_y) the d x d feature-space form
+        ||XcᵀYc||²_F / (||XcᵀXc||_F ||YcᵀYc||_F) is used (O(n d²) time, no n x n
+        matrix), and its debiased analogue; it equals the Gram form to rounding.
+        Invariant to orthogonal transforms and isotropic scaling of either side
+        and to translation: CKA(X, X Q) = CKA(X, 2.5 X + b) = 1.
+    rbf : K_ij = exp(-||x_i - x_j||² / (2 bw²)) with bw = ``sigma`` * sqrt(median
+        squared pairwise distance), the median over all n² entries (zero
+        diagonal included) as in the Kornblith et al. notebook. ``sigma`` is
+        therefore a *relative* bandwidth (their ``threshold``), default 1.0; a
+        relative bandwidth keeps RBF-CKA invariant to isotropic scaling, and to
+        orthogonal transforms and translation. Needs n x n matrices:
+        refused above ``DENSE_MAX_N`` rows.
+
+    Parameters
+    ----------
+    X : (n, d_x), Y : (n, d_y) paired samples (numpy or torch).
+    kernel : "linear" or "rbf".
+    debiased : use the Song et al. (2012) unbiased HSIC (n >= 4). Removes the
+        positive bias of CKA for independent high-dimensional data (biased CKA
+        -> 1 as d / n grows even for independent X, Y).
+    sigma : RBF bandwidth as a multiple of the median distance (rbf only).
+
+    Returns a float in [0, 1] (debiased: can be slightly negative).
+    """
+    check_choice(kernel, "kernel", _KERNELS)
+    debiased = bool(debiased)
+    min_rows = 4 if debiased else 2
+    X = as_matrix(X, "X", dtype=np.float64, min_rows=min_rows)
+    Y = as_matrix(Y, "Y", dtype=np.float64, min_rows=min_rows)
+    check_paired(X, Y)
+    if sigma is not None:
+        if kernel != "rbf":
+            raise ValueError("sigma is the RBF bandwidth multiplier; it applies only with kernel='rbf'")
+        if isinstance(sigma, bool) or not np.isscalar(sigma) or not np.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"sigma must be a positive finite number (bandwidth / median distance), got {sigma!r}")
+    Xc = X - X.mean(axis=0)
+    Yc = Y - Y.mean(axis=0)
+    for A, name in ((Xc, "X"), (Yc, "Y")):
+        if not A.any():
+            raise ValueError(f"{name} has no variance (all rows are identical); CKA is undefined")
+    n = X.shape[0]
+
+    if kernel == "linear" and n > max(X.shape[1], Y.shape[1]):
+        return float(_cka_ratio(*_linear_feature_terms(Xc, Yc, debiased)))
+
+    if kernel == "linear":
+        K, L = _gram_linear(Xc), _gram_linear(Yc)
+    else:
+        _check_dense(n, "RBF CKA", "Use kernel='linear' (feature-space form, O(n d²), no n x n matrix)")
+        bw = 1.0 if sigma is None else float(sigma)
+        K = _gram_rbf(Xc, bw, "X")
+        L = _gram_rbf(Yc, bw, "Y")
+    Kc = _center_gram(K, debiased)
+    del K
+    Lc = _center_gram(L, debiased)
+    del L
+    return float(_cka_ratio(float(np.vdot(Kc, Lc)), float(np.vdot(Kc, Kc)), float(np.vdot(Lc, Lc))))
+
+
+# --------------------------------------------------------------------------- #
+# RSA
+# --------------------------------------------------------------------------- #
+def _rdm(X: np.ndarray, distance: str, name: str) -> np.ndarray:
+    if distance == "cosine":
+        check_nonzero_rows(X, name)
+    elif distance == "correlation":
+        flat = np.flatnonzero(np.ptp(X, axis=1) == 0)
+        if flat.size:
+            raise ValueError(
+                f"{name} has {flat.size} row(s) constant across features (first: {int(flat[0])}); the correlation "
+                "distance is undefined for them: drop them or use distance='euclidean'"
+            )
+    d = pdist(X, metric=distance)
+    if np.ptp(d) == 0:
+        raise ValueError(
+            f"{name}'s RDM is constant (all pairwise {distance} distances are equal), so its rank/linear "
+            "correlation with another RDM is undefined"
+        )
+    return d
+
+
+def rsa(X: Any, Y: Any, distance: str = "correlation", compare: str = "spearman") -> float:
+    """Representational similarity analysis (Kriegeskorte et al. 2008).
+
+    Build each representation's representational dissimilarity matrix (RDM)
+    D_ij = dist(x_i, x_j) over all pairs i < j (``scipy.spatial.distance.pdist``)
+    and return the correlation of the two upper triangles::
+
+        RSA(X, Y) = corr( triu(D_X), triu(D_Y) )
+
+    distance : "correlation" (1 - Pearson r between rows; invariant to
+        per-row shift and scale), "euclidean" (invariant to orthogonal
+        transforms and translation), "cosine" (invariant to orthogonal
+        transforms and per-row scale).
+    compare : "spearman" (rank correlation, invariant to any monotone change of
+        either RDM, the usual choice) or "pearson".
+
+    So rsa(X, X Q) = 1 for orthogonal Q with distance "euclidean" or "cosine".
+    Needs n >= 3 and builds n(n-1)/2-long RDMs: refused above ``DENSE_MAX_N`` rows.
+    """
+    check_choice(distance, "distance", _DISTANCES)
+    check_choice(compare, "compare", _COMPARES)
+    X = as_matrix(X, "X", dtype=np.float64, min_rows=3)
+    Y = as_matrix(Y, "Y", dtype=np.float64, min_rows=3)
+    check_paired(X, Y)
+    _check_dense(X.shape[0], "RSA", "Use cka(X, Y) (linear, feature-space form)")
+    dx = _rdm(X, distance, "X")
+    dy = _rdm(Y, distance, "Y")
+    if compare == "spearman":
+        return float(spearmanr(dx, dy).statistic)
+    return float(pearsonr(dx, dy).statistic)
