@@ -17,7 +17,6 @@ References
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -174,16 +173,15 @@ def _linear_feature_terms(Xc: np.ndarray, Yc: np.ndarray, debiased: bool) -> tup
 
 
 def _cka_ratio(xy: float, xx: float, yy: float) -> float:
-    denom = xx * yy
-    if not denom > 0:
-        warnings.warn(
-            "debiased HSIC of a representation with itself is <= 0 (possible for tiny n); CKA is undefined, "
-            "returning nan. Use more samples or debiased=False.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return float("nan")
-    return xy / np.sqrt(denom)
+    for self_hsic, name in ((xx, "X"), (yy, "Y")):
+        if not self_hsic > 0:
+            # Only the debiased estimator can get here (rows with variance give
+            # a positive biased HSIC): it is unbiased, hence can be <= 0 at tiny n.
+            raise ValueError(
+                f"the debiased HSIC of {name} with itself is {self_hsic:.3g} <= 0 (too few samples for the "
+                f"unbiased estimator), so debiased CKA is undefined: use more rows or debiased=False"
+            )
+    return xy / np.sqrt(xx * yy)
 
 
 def cka(

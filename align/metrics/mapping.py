@@ -25,9 +25,17 @@ Shared protocol (every score here):
   constant *within one fold* has an undefined correlation there: it counts
   as correlation 0 (no predictive information), not NaN.
 
-Reference: Kapoor, Srivastava & Khosla (2025), mapping-based comparison of
-representations; Khosla & Williams (2024), "Soft matching distance" (soft
-matching via optimal transport between units).
+References
+----------
+- Kapoor, Srivastava & Khosla (2025), "Bridging critical gaps in convergent
+  learning: how representational alignment evolves across layers, training,
+  and distribution shifts", arXiv:2502.18710 (the four scores and protocol).
+- Khosla & Williams (2024), "Soft matching distance: a metric on neural
+  representations that captures single-neuron tuning", arXiv:2311.09466.
+- Schönemann (1966), "A generalized solution of the orthogonal Procrustes
+  problem", Psychometrika.
+- Golub, Heath & Wahba (1979), "Generalized cross-validation as a method for
+  choosing a good ridge parameter", Technometrics.
 """
 
 from __future__ import annotations
@@ -57,6 +65,9 @@ _ALPHA_GRID = np.logspace(-6, 4, 21)
 # A centred column whose norm is below this fraction of sqrt(n) * max|value|
 # is constant up to rounding.
 _CONST_RTOL = 1e-12
+# Singular values below this fraction of the largest are dropped when they are
+# computed from the Gram matrix (its eigenvalues are exact only to ~eps * s_max²).
+_GRAM_RCOND = 1e-5
 
 
 # --------------------------------------------------------------------------- #
@@ -156,19 +167,39 @@ def _gcv_alpha(s: np.ndarray, Z: np.ndarray, Yc: np.ndarray) -> float:
     return float(alphas[int(np.argmin(gcv))])
 
 
+def _svd_parts(Xc: np.ndarray, Yc: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Singular values s, right singular vectors V (d, k) of the centred train
+    X and Z = Uᵀ Yc, dropping numerically null directions.
+
+    When n > d, V and s² come from the eigendecomposition of the d x d Gram
+    matrix Xcᵀ Xc and Z = diag(1/s) Vᵀ Xcᵀ Yc: all BLAS-3, about 10x faster than
+    a thin SVD of the n x d matrix at n = 8000, d = 512. Squaring loses
+    precision only for s < ``_GRAM_RCOND`` * s_max, and those directions are
+    dropped (they would carry rounding noise); otherwise the direct SVD is used.
+    """
+    n, d = Xc.shape
+    if n > d:
+        lam, V = np.linalg.eigh(Xc.T @ Xc)
+        keep = lam > (lam[-1] * _GRAM_RCOND**2 if lam[-1] > 0 else np.inf)
+        s = np.sqrt(lam[keep])
+        V = V[:, keep]
+        Z = (V.T @ (Xc.T @ Yc)) / s[:, None]
+        return s, V, Z
+    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+    keep = s > (s[0] * max(n, d) * np.finfo(np.float64).eps if s[0] > 0 else np.inf)
+    return s[keep], Vt[keep].T, U[:, keep].T @ Yc
+
+
 def _ridge_predict(Xtr: np.ndarray, Ytr: np.ndarray, Xte: np.ndarray, alpha: Optional[float]) -> np.ndarray:
     """Ridge regression Ytr ~ Xtr (unpenalised intercept) via the SVD of the
     centred train X; predictions for Xte."""
     mx, my = Xtr.mean(axis=0), Ytr.mean(axis=0)
     Xc, Yc = Xtr - mx, Ytr - my
-    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
-    keep = s > (s[0] * max(Xc.shape) * np.finfo(np.float64).eps if s.size else 0.0)
-    U, s, Vt = U[:, keep], s[keep], Vt[keep]
+    s, V, Z = _svd_parts(Xc, Yc)
     if s.size == 0:  # X constant on the train fold: predict the train mean
         return np.broadcast_to(my, (Xte.shape[0], Ytr.shape[1])).copy()
-    Z = U.T @ Yc
     a = _gcv_alpha(s, Z, Yc) if alpha is None else alpha
-    coef = Vt.T @ ((s / (s**2 + a))[:, None] * Z)
+    coef = V @ ((s / (s**2 + a))[:, None] * Z)
     return (Xte - mx) @ coef + my
 
 
@@ -192,7 +223,8 @@ def linear_score(
         leave-one-out approximation from the same SVD) over 21 log-spaced
         values 1e-6 ... 1e4 times the mean squared singular value of the
         centred train X. A number is used as is (0 = least squares via the
-        pseudo-inverse).
+        pseudo-inverse; with n > d, directions with singular value below
+        1e-5 * s_max are dropped, see ``_svd_parts``).
 
     Invariant to invertible linear (affine) transforms of either side, up to
     the ridge penalty: linear_score(X, X W) ≈ 1 for full-rank W.
@@ -303,8 +335,9 @@ def soft_match_score(X: Any, Y: Any, folds: int = 5, correlation: str = "pearson
     transport plan (POT ``ot.emd``) with uniform marginals (1/d_x per unit of
     X, 1/d_y per unit of Y; total mass 1) and cost M_ij = 1 - r_ij. Held-out
     score: Σ_ij P_ij r'_ij with r' the test-row correlations; averaged over
-    folds. Widths may differ; with equal widths P is a permutation / d and the
-    score equals :func:`permutation_score`.
+    folds. Widths may differ; with equal widths an optimal P is a permutation
+    matrix / d (Birkhoff), so the score then equals :func:`permutation_score`
+    whenever the optimal matching is unique.
 
     Symmetric in X and Y. Invariant to permutations and duplications of units
     (soft_match_score(X, [X, X]) ≈ 1), per-unit positive scaling and translation.

@@ -1,0 +1,139 @@
+"""SVCCA and PWCCA (align.metrics.cca): hand cases, an independent CCA
+reference, invariances, the direction convention and bad input."""
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.linalg import hadamard, sqrtm
+
+from align.metrics import cca as cmod
+from align.metrics.cca import pwcca, svcca
+
+
+def _reference_cca(X, Y):
+    """Textbook CCA by whitening the covariances: canonical correlations and
+    unit-norm canonical variates of X (n, min(d_x, d_y))."""
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    Cxx, Cyy, Cxy = Xc.T @ Xc, Yc.T @ Yc, Xc.T @ Yc
+    Wx = np.linalg.inv(sqrtm(Cxx).real)
+    Wy = np.linalg.inv(sqrtm(Cyy).real)
+    U, rho, _ = np.linalg.svd(Wx @ Cxy @ Wy, full_matrices=False)
+    H = Xc @ Wx @ U
+    return rho, H / np.linalg.norm(H, axis=0)
+
+
+def test_single_unit_is_abs_pearson():
+    x = np.array([[1.0], [2.0], [3.0], [4.0]])
+    y = np.array([[1.0], [3.0], [2.0], [4.0]])
+    # centred: (-1.5,-.5,.5,1.5)·(-1.5,.5,-.5,1.5) = 4, norms² = 5 -> r = 0.8
+    assert svcca(x, y) == pytest.approx(0.8, abs=1e-12)
+    assert pwcca(x, y) == pytest.approx(0.8, abs=1e-12)
+    assert svcca(x, -y) == pytest.approx(0.8, abs=1e-12)
+
+
+def _hadamard_case():
+    H = hadamard(8).astype(float)[:, 1:]  # centred, mutually orthogonal columns
+    X = np.column_stack([3 * H[:, 0], H[:, 1]])  # units: a (norm 3·√8), b (norm √8)
+    Y = np.column_stack([H[:, 0], H[:, 2]])  # shares a's direction only
+    return X, Y
+
+
+def test_pwcca_hand_case_and_direction_convention():
+    X, Y = _hadamard_case()
+    # canonical correlations: 1 (along a) and 0 (b vs c)
+    assert svcca(X, Y) == pytest.approx(0.5, abs=1e-12)
+    # weights from X's units: |<a_hat, 3a>| = 3√8, |<b_hat, b>| = √8 -> 3/4·1 + 1/4·0
+    assert pwcca(X, Y) == pytest.approx(0.75, abs=1e-12)
+    # weights from Y's units (equal norms): 1/2·1 + 1/2·0
+    assert pwcca(Y, X) == pytest.approx(0.5, abs=1e-12)
+
+
+def test_matches_textbook_cca():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 6))
+    Y = X[:, :4] @ rng.standard_normal((4, 5)) + rng.standard_normal((200, 5))
+    rho, H = _reference_cca(X, Y)
+    assert svcca(X, Y, keep=1.0) == pytest.approx(rho.mean(), abs=1e-10)
+    # Morcos et al. weights: alpha_i ∝ Σ_j |<h_i, x_j>| over X's centred units
+    Xc = X - X.mean(0)
+    alpha = np.abs(H.T @ Xc).sum(1)
+    assert pwcca(X, Y) == pytest.approx((alpha / alpha.sum()) @ rho, abs=1e-10)
+
+
+def test_invariances():
+    rng = np.random.default_rng(1)
+    n, d = 300, 12
+    X = rng.standard_normal((n, d)) * np.logspace(0, -1, d)
+    A = rng.standard_normal((d, d))  # invertible with probability 1
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    b = rng.standard_normal(d)
+    assert svcca(X, X @ A, keep=1.0) == pytest.approx(1.0, abs=1e-9)
+    assert pwcca(X, X @ A) == pytest.approx(1.0, abs=1e-9)
+    # a rotation + scaling + shift keeps the spectrum, so the same subspace is kept at any keep
+    assert svcca(X, 2.5 * X @ Q + b) == pytest.approx(1.0, abs=1e-9)
+    assert pwcca(X[:, ::-1] * 3.0, X @ A) == pytest.approx(1.0, abs=1e-9)
+    Y = rng.standard_normal((n, 7))
+    assert svcca(X, Y) == pytest.approx(svcca(Y, X), abs=1e-12)
+
+
+def test_independent_data_scores_low():
+    rng = np.random.default_rng(2)
+    X, Y = rng.standard_normal((2000, 8)), rng.standard_normal((2000, 8))
+    assert svcca(X, Y) < 0.1
+    assert pwcca(X, Y) < 0.1
+
+
+def test_keep_truncates_by_variance():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((500, 4)) * np.array([10.0, 3.0, 0.1, 0.01])
+    Xc = X - X.mean(0)
+    assert cmod._basis(Xc, 0.5, "X").shape[1] == 1
+    assert cmod._basis(Xc, 0.99, "X").shape[1] == 2
+    assert cmod._basis(Xc, 1.0, "X").shape[1] == 4
+    # rank-deficient input: the numerically null direction is never kept
+    assert cmod._basis(np.column_stack([Xc, Xc[:, 0] + Xc[:, 1]]), 1.0, "X").shape[1] == 4
+
+
+def test_truncation_discards_low_variance_noise():
+    rng = np.random.default_rng(4)
+    S = rng.standard_normal((400, 3))
+    X = np.hstack([S * 10, 0.01 * rng.standard_normal((400, 20))])
+    Y = np.hstack([S @ rng.standard_normal((3, 3)), 0.01 * rng.standard_normal((400, 20))])
+    assert svcca(X, Y, keep=0.99) == pytest.approx(1.0, abs=1e-3)
+    assert svcca(X, Y, keep=1.0) < 0.5
+
+
+def test_warns_when_subspaces_must_intersect():
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((10, 6)), rng.standard_normal((10, 6))
+    with pytest.warns(RuntimeWarning, match="intersect"):
+        svcca(X, Y, keep=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        svcca(rng.standard_normal((100, 6)), rng.standard_normal((100, 6)))
+
+
+_rng = np.random.default_rng(9)
+_X, _Y = _rng.standard_normal((20, 3)), _rng.standard_normal((20, 4))
+_BAD = {
+    "nan": (np.where(np.arange(3) == 1, np.nan, _X), _Y, {}, "X contains"),
+    "inf": (_X, np.where(np.arange(4) == 0, -np.inf, _Y), {}, "Y contains"),
+    "mismatched_rows": (_X, _Y[:-1], {}, "same number of rows"),
+    "one_d": (_X[:, 0], _Y, {}, "X must be 2-D"),
+    "empty": (_X[:0], _Y[:0], {}, "X is empty"),
+    "int_dtype": (_X, _Y.astype(np.int32), {}, "Y has integer dtype"),
+    "keep_zero": (_X, _Y, {"keep": 0.0}, "keep must be"),
+    "keep_above_one": (_X, _Y, {"keep": 1.5}, "keep must be"),
+    "keep_string": (_X, _Y, {"keep": "all"}, "keep must be"),
+    "constant_X": (np.ones_like(_X), _Y, {}, "X has no variance"),
+    "one_row": (_X[:1], _Y[:1], {}, "X has 1 rows"),
+}
+
+
+@pytest.mark.parametrize("fn", [svcca, pwcca])
+@pytest.mark.parametrize("case", sorted(_BAD))
+def test_bad_input(fn, case):
+    X, Y, kw, match = _BAD[case]
+    with pytest.raises(ValueError, match=match):
+        fn(X, Y, **kw)
