@@ -11,9 +11,13 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Bound eagerly: the submodule align.knn shares the function's name, and the
+# import system would otherwise set the package attribute to the module the
+# first time anything imports align.knn. Importing it here costs only numpy.
+from .knn import knn  # noqa: E402
+
 # public name -> module that defines it
 _EXPORTS = {
-    "knn": "align.knn",
     "mutual_knn": "align.metrics.neighbors",
     "cycle_knn": "align.metrics.neighbors",
     "lcs_knn": "align.metrics.neighbors",
@@ -46,7 +50,7 @@ _EXPORTS = {
     "repa_loss": "align.repa",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "knn"])
 
 
 def __getattr__(name: str) -> Any:
