@@ -48,6 +48,9 @@ _EXPORTS = {
     "RepaProjector": "align.repa",
     "attach_repa": "align.repa",
     "repa_loss": "align.repa",
+    "train_with_repa": "align.repa",
+    "gather_with_grad": "align.contrastive",
+    "TrainingDivergedError": "align.contrastive",
 }
 
 __all__ = sorted([*_EXPORTS, "knn"])

@@ -49,7 +49,8 @@ def _to_numpy_dict(tensors: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     for k, v in tensors.items():
         if type(v).__module__.startswith("torch"):
             v = v.detach().cpu().numpy()
-        out[k] = np.ascontiguousarray(v)
+        # ascontiguousarray promotes 0-d arrays to 1-d; keep scalars scalars.
+        out[k] = np.ascontiguousarray(v).reshape(np.shape(v))
     return out
 
 

@@ -22,6 +22,12 @@ def test_round_trip(saved):
     assert tensors["b"].dtype == np.float32 and tensors["b"].tolist() == [1.0, 1.0]
 
 
+def test_scalars_keep_their_shape(tmp_path):
+    save_artifact(tmp_path / "s", "Thing", {}, {"scale": np.float32(2.5), "t": torch.tensor(1.0)})
+    _, tensors, _ = load_artifact(tmp_path / "s", "Thing")
+    assert tensors["scale"].shape == () and tensors["t"].shape == () and float(tensors["scale"]) == 2.5
+
+
 def test_other_kind_refused(saved):
     with pytest.raises(ValueError, match="holds a 'Thing', not a Other"):
         load_artifact(saved, "Other")
