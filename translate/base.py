@@ -50,8 +50,8 @@ class Translator:
     # -- parameters (as in scikit-learn) ---------------------------------
     @classmethod
     def _param_names(cls) -> List[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self" and sig.parameters[p].kind == p.POSITIONAL_OR_KEYWORD]
+        params = inspect.signature(cls.__init__).parameters.values()
+        return [p.name for p in params if p.name != "self" and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
 
     def get_params(self) -> Dict[str, Any]:
         return {name: getattr(self, name) for name in self._param_names()}
