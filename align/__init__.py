@@ -37,6 +37,7 @@ _EXPORTS = {
     "compare_layers": "align.layers",
     "LayerComparison": "align.layers",
     "rotation_test": "align.layers",
+    "random_rotation": "align.layers",
     "extract_activations": "align.extract",
     "encode": "align.extract",
     "ENCODERS": "align.extract",

@@ -37,6 +37,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must stay readable
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -298,9 +298,12 @@ def embed_corpus(
     ----------
     encoder : a name from ``align.ENCODERS`` (``"minilm"``, ``"mpnet"``), or a
         callable ``list[str] -> (len, d) array`` (then ``cache_key`` is required).
-    texts : the texts to embed; if ``None``, texts ``[start, start + n)`` of
-        ``corpus`` (see :func:`load_corpus`).
-    corpus, n, start : which corpus slice (ignored when ``texts`` is given).
+    texts : the texts to embed (a list of non-empty strings); if ``None``,
+        the texts of ``corpus`` (see :func:`load_corpus`).
+    corpus : corpus name or text-file path, used when ``texts`` is ``None``.
+    n, start : embed only items ``[start, start + n)`` of ``texts`` / the corpus
+        (``n=None``: to the end). Chunks sit on a grid over the whole list, so
+        disjoint or overlapping slices share the cache.
     cache_dir : cache folder (default ``$REPTRANS_CACHE`` or ``~/.cache/reptrans``).
     batch_size : texts per encoder call.
     progress : show a tqdm bar (cached texts count as done).
@@ -309,7 +312,7 @@ def embed_corpus(
         ``"<name>-<package version>"`` key of a named one.
     device : torch device for a named encoder (default: CUDA when present).
 
-    Returns a float32 array of shape (len(texts), d).
+    Returns a float32 array of shape (number of texts selected, d).
     """
     from tqdm.auto import tqdm
 
@@ -318,6 +321,8 @@ def embed_corpus(
     if texts is None:
         all_texts, lo, hi, label = _corpus_bounds(corpus, n, start)
     else:
+        if isinstance(texts, np.ndarray) and texts.ndim == 1:
+            texts = texts.tolist()
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}")
         if len(texts) == 0:
@@ -325,7 +330,11 @@ def embed_corpus(
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
         if bad:
             raise ValueError(f"texts[{bad[0]}] is empty or not a string ({len(bad)} such entries); every text must be non-empty")
-        all_texts, lo, hi, label = list(texts), 0, len(texts), "texts"
+        all_texts, label = list(texts), "texts"
+        start = check_positive_int(start, "start", minimum=0)
+        lo, hi = start, len(all_texts) if n is None else start + check_positive_int(n, "n")
+        if lo >= len(all_texts) or hi > len(all_texts):
+            raise ValueError(f"start={start}, n={n} select texts [{lo}, {hi}) but texts has only {len(all_texts)}")
 
     folder = cache_root(cache_dir) / "embeddings" / _safe_key(key)
     meta = {"encoder": key, "format": str(CACHE_FORMAT)}

@@ -81,13 +81,13 @@ class LayerComparison:
     @property
     def expected_match(self) -> List[int]:
         """For each row, the column at the same relative depth: ``i`` itself when
-        both networks have as many layers, else ``round(i (n_b - 1) / (n_a - 1))``."""
+        both networks have as many layers, else ``i (n_b - 1) / (n_a - 1)`` rounded half up."""
         na, nb = self.matrix.shape
         if na == nb:
             return list(range(na))
         if na == 1:
             return [0]
-        return [int(round(i * (nb - 1) / (na - 1))) for i in range(na)]
+        return [int(np.floor(i * (nb - 1) / (na - 1) + 0.5)) for i in range(na)]  # round half up
 
     @property
     def diagonal_argmax_fraction(self) -> float:
@@ -140,8 +140,7 @@ class LayerComparison:
             j = int(np.argmax(row))
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
         if annotate if annotate is not None else na * nb <= 100:
-            lo, hi = np.nanmin(self.matrix), np.nanmax(self.matrix)
-            mid = (lo + hi) / 2
+            mid = (im.norm.vmin + im.norm.vmax) / 2  # dark text on the bright half of viridis
             for i in range(na):
                 for j in range(nb):
                     v = self.matrix[i, j]

@@ -185,6 +185,14 @@ def test_overlapping_slices_share_chunks(tmp_path, small_chunks):
     np.testing.assert_array_equal(c, _expected(TEXTS[5:7]))
 
 
+def test_slice_of_given_texts(tmp_path, small_chunks):
+    enc = CountingEncoder()
+    out = embed_corpus(enc, texts=TEXTS, start=3, n=6, cache_dir=tmp_path, cache_key="fake", progress=False)
+    np.testing.assert_array_equal(out, _expected(TEXTS[3:9]))
+    with pytest.raises(ValueError, match="texts has only 22"):
+        embed_corpus(enc, texts=TEXTS, start=20, n=6, cache_dir=tmp_path, cache_key="fake", progress=False)
+
+
 def test_cache_keyed_by_encoder_and_texts(tmp_path, small_chunks):
     enc = CountingEncoder()
     embed_corpus(enc, texts=TEXTS[:4], cache_dir=tmp_path, cache_key="fake", progress=False)
