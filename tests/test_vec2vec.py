@@ -1,0 +1,388 @@
+"""Vec2Vec / CycleGAN: shapes, persistence, resume after interruption (also after
+SIGKILL), divergence rollback, determinism, bad input, tampered checkpoints.
+
+Models here are tiny (widths 6-16, tens of steps): these tests check the
+machinery, not translation quality (scripts/vec2vec_study.py measures that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import translate  # noqa: E402
+from align.checkpoint import load_artifact, save_artifact  # noqa: E402
+from translate.vec2vec import CycleGAN, Vec2Vec, _shrink_filter, nn_cycle_rate, noise_variances  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(hidden=8, depth=1, batch_size=16, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest, and bit-reproducibly, on one thread."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def make_data(n=120, d_a=6, d_b=7, seed=0):
+    rng = np.random.default_rng(seed)
+    X = (rng.normal(size=(n, d_a)) * np.linspace(0.5, 2.0, d_a)).astype(np.float32)
+    Q, _ = np.linalg.qr(rng.normal(size=(d_b, d_a)))  # semi-orthogonal d_b x d_a
+    Y = (rng.normal(size=(n + 10, d_a)) * np.linspace(0.5, 2.0, d_a)) @ Q.T
+    return X, Y.astype(np.float32), Q
+
+
+class Hook:
+    """Test hook: inject NaN losses at chosen steps, sleep, or interrupt."""
+
+    def __init__(self, nan_at=(), nan_times=1, raise_at=None, sleep=0.0):
+        self.nan_at, self.nan_times, self.raise_at, self.sleep = set(nan_at), nan_times, raise_at, sleep
+        self.injected = 0
+
+    def __call__(self, seed_index, step, losses):
+        if self.sleep:
+            time.sleep(self.sleep)
+        if self.raise_at is not None and step == self.raise_at:
+            raise KeyboardInterrupt("simulated interruption")
+        if step in self.nan_at and self.injected < self.nan_times:
+            self.injected += 1
+            losses["cycle"] = float("nan")
+        return losses
+
+
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [Vec2Vec, CycleGAN])
+def test_shapes_save_load_identical(cls, tmp_path):
+    X, Y, _ = make_data()
+    m = cls(steps=12, n_seeds=2, seed=3, **SMALL).fit(X, Y)
+    Z = m.transform(X[:17])
+    assert Z.shape == (17, Y.shape[1]) and Z.dtype == np.float32 and np.isfinite(Z).all()
+    assert m.inverse_transform(Y[:5]).shape == (5, X.shape[1])
+    assert m.steps_done_ == 12 and m.selected_seed_ in (0, 1) and len(m.seed_scores_) == 2
+    assert any(e.get("step") == 12 for e in m.history_)
+    m.save(tmp_path / "m")
+    m2 = translate.load(tmp_path / "m")
+    assert type(m2) is cls
+    np.testing.assert_array_equal(m2.transform(X[:17]), Z)
+    np.testing.assert_array_equal(m2.inverse_transform(Y[:5]), m.inverse_transform(Y[:5]))
+    with pytest.raises(ValueError, match="columns"):
+        m2.transform(np.ones((3, X.shape[1] + 1), np.float32))
+
+
+def test_cyclegan_has_no_latent_parts():
+    X, Y, _ = make_data()
+    v = Vec2Vec(steps=3, **SMALL).fit(X, Y)
+    c = CycleGAN(steps=3, **SMALL).fit(X, Y)
+    assert "rec" in v.history_[0] and "latent" in v.history_[0]
+    assert "rec" not in c.history_[0] and "latent" not in c.history_[0]
+
+
+def test_same_seed_same_result_other_seed_differs():
+    X, Y, _ = make_data()
+    a = Vec2Vec(steps=15, seed=1, **SMALL).fit(X, Y)
+    b = Vec2Vec(steps=15, seed=1, **SMALL).fit(X, Y)
+    c = Vec2Vec(steps=15, seed=2, **SMALL).fit(X, Y)
+    np.testing.assert_array_equal(a.generator_, b.generator_)
+    assert a.history_ == b.history_
+    assert not np.allclose(a.generator_, c.generator_)
+
+
+# ---------------------------------------------------------------------------
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    X, Y, _ = make_data()
+    params = dict(steps=30, checkpoint_every=10, seed=5, **SMALL)
+    ref = Vec2Vec(**params).fit(X, Y)  # no checkpoint_dir: checkpointing must not change the run
+    m = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params)
+    m._step_hook = Hook(raise_at=25)
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, Y)
+    latest = json.loads((tmp_path / "ck" / "seed_0" / "LATEST").read_text())
+    assert latest == {"dir": "step_000000020"}
+    r = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params).fit(X, Y)
+    assert r.steps_done_ == ref.steps_done_ == 30
+    np.testing.assert_allclose(r.generator_, ref.generator_, rtol=0, atol=1e-5)
+    assert [e["step"] for e in r.history_[:-1]] == [e["step"] for e in ref.history_[:-1]]
+    # a finished run in the folder is loaded, not retrained
+    again = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params)
+    again._step_hook = Hook(raise_at=0)
+    np.testing.assert_array_equal(again.fit(X, Y).generator_, r.generator_)
+
+
+def test_checkpoint_from_other_data_or_params_is_refused(tmp_path):
+    X, Y, _ = make_data()
+    Vec2Vec(steps=10, checkpoint_every=5, checkpoint_dir=tmp_path, **SMALL).fit(X, Y)
+    with pytest.raises(ValueError, match="other data or hyper-parameters"):
+        Vec2Vec(steps=10, checkpoint_every=5, checkpoint_dir=tmp_path, **SMALL).fit(X + 1, Y)
+    with pytest.raises(ValueError, match="other data or hyper-parameters"):
+        Vec2Vec(steps=10, lr=1e-3, checkpoint_every=5, checkpoint_dir=tmp_path, **SMALL).fit(X, Y)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "pickle", "pointer", "shape", "step"])
+def test_tampered_checkpoint_is_refused(tmp_path, damage):
+    X, Y, _ = make_data()
+    params = dict(steps=20, checkpoint_every=10, checkpoint_dir=tmp_path, **SMALL)
+    m = Vec2Vec(**params)
+    m._step_hook = Hook(raise_at=15)
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, Y)
+    ck = tmp_path / "seed_0" / "step_000000010"
+    w = ck / "weights.safetensors"
+    if damage == "truncate":
+        w.write_bytes(w.read_bytes()[:100])
+    elif damage == "pickle":
+        import pickle
+
+        w.write_bytes(pickle.dumps({"gen.x": 1}))
+    elif damage == "pointer":
+        (tmp_path / "seed_0" / "LATEST").write_text('{"dir": "../../etc"}')
+    elif damage == "shape":  # a consistent artefact whose tensors do not fit the model
+        meta, tensors, _ = load_artifact(ck, "Vec2VecCheckpoint")
+        name = next(k for k in tensors if k.startswith("gen."))
+        tensors[name] = np.zeros((3, 3), np.float32)
+        save_artifact(ck, "Vec2VecCheckpoint", meta, tensors)
+    elif damage == "step":
+        meta, tensors, _ = load_artifact(ck, "Vec2VecCheckpoint")
+        meta["step"] = 11
+        save_artifact(ck, "Vec2VecCheckpoint", meta, tensors)
+    with pytest.raises(ValueError):
+        Vec2Vec(**params).fit(X, Y)
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_vec2vec import make_data, SMALL, Hook
+    from translate.vec2vec import Vec2Vec
+    X, Y, _ = make_data()
+    m = Vec2Vec(checkpoint_dir=sys.argv[1], **{params!r}, **SMALL)
+    m._step_hook = Hook(sleep=0.05)
+    m.fit(X, Y)
+    print("finished")
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
+    X, Y, _ = make_data()
+    params = dict(steps=60, checkpoint_every=5, seed=7)
+    code = _CHILD.format(tests=str(REPO / "tests"), params=params)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ck = tmp_path / "ck"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ck)], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pointer = ck / "seed_0" / "LATEST"
+    deadline = time.time() + 180
+    killed_at = None
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if pointer.exists():
+                step = int(json.loads(pointer.read_text())["dir"].split("_")[1])
+                if step >= 15:
+                    proc.send_signal(signal.SIGKILL)
+                    killed_at = step
+                    break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None and killed_at is None:
+            proc.kill()
+        out, err = proc.communicate(timeout=60)
+    assert killed_at is not None, f"child ended before it could be killed: {out!r} {err[-2000:]!r}"
+    assert proc.returncode == -signal.SIGKILL
+    done = int(json.loads(pointer.read_text())["dir"].split("_")[1])
+    assert 15 <= done < 60  # completed work survived the kill
+    resumed = Vec2Vec(checkpoint_dir=ck, **params, **SMALL).fit(X, Y)
+    ref = Vec2Vec(**params, **SMALL).fit(X, Y)
+    assert resumed.steps_done_ == ref.steps_done_ == 60
+    np.testing.assert_allclose(resumed.generator_, ref.generator_, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(resumed.transform(X), ref.transform(X), rtol=0, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+def test_nan_loss_rolls_back_and_lowers_lr():
+    X, Y, _ = make_data()
+    m = Vec2Vec(steps=70, lr=1e-3, **SMALL)
+    m._step_hook = Hook(nan_at={62})
+    m.fit(X, Y)
+    events = [e for e in m.history_ if e.get("event") == "rollback"]
+    assert len(events) == 1
+    ev = events[0]
+    assert ev["step"] == 62 and ev["to_step"] == 50 and ev["lr"] == pytest.approx(5e-4)
+    assert ev["losses"]["cycle"] == "nan"
+    assert m.steps_done_ == 70 and np.isfinite(m.transform(X)).all()
+    assert m.history_[-2]["lr"] == pytest.approx(5e-4)
+
+
+def test_repeated_divergence_raises_with_step_and_losses():
+    X, Y, _ = make_data()
+    m = Vec2Vec(steps=30, max_retries=2, **SMALL)
+    m._step_hook = Hook(nan_at={12}, nan_times=10**6)
+    with pytest.raises(RuntimeError, match=r"diverged at step 12.*cycle=nan"):
+        m.fit(X, Y)
+
+
+def test_huge_learning_rate_is_caught():
+    """A real blow-up (no injection): either rolled back and recovered, or a clear error."""
+    X, Y, _ = make_data()
+    m = Vec2Vec(steps=40, lr=1e8, max_grad_norm=1e30, **SMALL)
+    try:
+        m.fit(X, Y)
+    except RuntimeError as exc:
+        assert "diverged at step" in str(exc)
+    else:
+        assert any(e.get("event") == "rollback" for e in m.history_)
+        assert np.isfinite(m.transform(X)).all()
+
+
+# ---------------------------------------------------------------------------
+class _Linear:
+    """A fitted 'translator' known in closed form: x -> x Q^T + b."""
+
+    def __init__(self, Q, b):
+        self.Q, self.b = Q, b
+
+    def transform(self, X):
+        return np.asarray(X) @ self.Q.T + self.b
+
+
+@pytest.mark.parametrize("cls", [Vec2Vec, CycleGAN])
+def test_init_from_translator_reproduces_it(cls):
+    X, Y, Q = make_data(n=200)
+    init = _Linear(Q, Y.mean(0))
+    m = cls(steps=0, init=init, denoise=False, **SMALL).fit(X, Y)  # initialisation only
+    A, B = m.transform(X), init.transform(X)
+    A, B = A - A.mean(0), B - B.mean(0)
+    cos = (A * B).sum(1) / np.linalg.norm(A, axis=1) / np.linalg.norm(B, axis=1)
+    assert cos.min() > 0.999
+    # and the inverse direction is its pseudo-inverse
+    Yc = (X - m.mean_x_) @ Q.T + m.mean_y_  # B-space rows centred as the model centres them
+    back, Xc = m.inverse_transform(Yc) - m.mean_x_, X - m.mean_x_
+    cos = (back * Xc).sum(1) / np.linalg.norm(back, axis=1) / np.linalg.norm(Xc, axis=1)
+    assert cos.min() > 0.99
+    # a short adversarial fine-tuning keeps the anchored translation
+    m2 = cls(steps=20, init=init, denoise=False, **SMALL).fit(X, Y)
+    A = m2.transform(X) - m2.transform(X).mean(0)
+    cos = (A * B).sum(1) / np.linalg.norm(A, axis=1) / np.linalg.norm(B, axis=1)
+    assert cos.mean() > 0.9
+    assert m2.get_params()["init"] == "translator:_Linear"
+
+
+def test_wiener_filter_identifies_noise_and_denoises():
+    """x = s + σ_a n, y = s W + σ_b n' (W 6 -> 9, orthonormal rows): the noise
+    variances are recovered from unpaired samples, in both directions, and the
+    filtered map is closer (cosine) to the noise-free targets."""
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.normal(size=(9, 6)))
+    W, scales = Q.T, np.linspace(0.3, 2.0, 6)
+    X = rng.normal(size=(20000, 6)) * scales + 0.3 * rng.normal(size=(20000, 6))
+    Y = (rng.normal(size=(20000, 6)) * scales) @ W + 0.2 * rng.normal(size=(20000, 9))
+    noise = noise_variances(X, Y, W)
+    np.testing.assert_allclose(noise, [0.09, 0.04], rtol=0.1)
+    np.testing.assert_allclose(noise_variances(Y, X, W.T), [0.04, 0.09], rtol=0.1)  # A's null space identifies σ
+    F = _shrink_filter(X, noise[0])
+    S = rng.normal(size=(2000, 6)) * scales
+    Xt, Yt = S + 0.3 * rng.normal(size=S.shape), S @ W
+
+    def cos(a, b):
+        return float(np.mean((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)))
+
+    assert cos(Xt @ F @ W, Yt) > cos(Xt @ W, Yt) + 0.002
+    # not identifiable: equal widths and a full-rank map
+    assert noise_variances(X, X, np.eye(6)) is None
+
+
+def test_denoise_filters_are_state():
+    X, Y, _ = make_data()
+    off = Vec2Vec(steps=3, denoise=False, **SMALL).fit(X, Y)
+    assert off.noise_ is None
+    np.testing.assert_array_equal(off.denoise_a_, np.eye(X.shape[1], dtype=np.float32))
+    on = Vec2Vec(steps=3, **SMALL).fit(X, Y)
+    np.testing.assert_array_equal(on.generator_, off.generator_)  # training is the same
+    assert on.noise_ is None or len(on.noise_) == 2
+
+
+def test_nn_cycle_rate_bijection_and_collapse():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 5)).astype(np.float32)
+    P = rng.permutation(5)
+    Y = X[:, P]
+    inv = np.argsort(P)
+    assert nn_cycle_rate(lambda A: A[:, P], lambda B: B[:, inv], X, Y) == 1.0
+    const = lambda A: np.tile(np.linspace(1, 2, 5, dtype=np.float32), (len(A), 1))  # noqa: E731
+    assert nn_cycle_rate(const, const, X, Y) <= 0.05
+
+
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(steps=-1), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(lr=0.0), "lr"),
+        (dict(lr=float("nan")), "lr"),
+        (dict(batch_size=1), "batch_size"),
+        (dict(hidden=0), "hidden"),
+        (dict(latent_dim=0), "latent_dim"),
+        (dict(n_seeds=0), "n_seeds"),
+        (dict(weights={"cycles": 1.0}), "weights"),
+        (dict(weights={"adv": -1.0}), "weights"),
+        (dict(weights=[1, 2]), "weights"),
+        (dict(init="procrustes"), "init"),
+        (dict(init=object()), "init"),
+        (dict(init=_Linear(np.eye(3), 0.0)), "init"),  # wrong widths for the data
+        (dict(checkpoint_every=0), "checkpoint_every"),
+        (dict(denoise=1), "denoise"),
+    ],
+)
+def test_bad_parameters(kw, match):
+    X, Y, _ = make_data()
+    params = dict(SMALL, steps=2)
+    params.update(kw)
+    with pytest.raises(ValueError, match=match):
+        Vec2Vec(**params).fit(X, Y)
+
+
+@pytest.mark.parametrize(
+    "X, Y, match",
+    [
+        (np.full((10, 3), np.nan, np.float32), np.ones((10, 3), np.float32), "X"),
+        (np.ones((10, 3), np.float32), np.ones((10,), np.float32), "Y"),
+        (np.ones((1, 3), np.float32), np.ones((10, 3), np.float32), "X"),
+        (np.ones((10, 3), np.int64), np.ones((10, 3), np.float32), "X"),
+        ("abc", np.ones((10, 3), np.float32), "X"),
+    ],
+)
+def test_bad_data(X, Y, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        Vec2Vec(steps=2, **SMALL).fit(X, Y)
+
+
+def test_unfitted_and_tampered_model(tmp_path):
+    with pytest.raises(ValueError, match="not fitted"):
+        Vec2Vec().transform(np.ones((2, 3), np.float32))
+    X, Y, _ = make_data()
+    m = Vec2Vec(steps=2, **SMALL).fit(X, Y)
+    m.save(tmp_path / "m")
+    meta, tensors, _ = load_artifact(tmp_path / "m", "Vec2Vec")
+    tensors["generator_"] = tensors["generator_"][:-1]  # consistent file, wrong architecture
+    save_artifact(tmp_path / "bad", "Vec2Vec", meta, tensors)
+    with pytest.raises(ValueError, match="generator_"):
+        translate.load(tmp_path / "bad")
+    with pytest.raises(ValueError):
+        translate.CycleGAN.load(tmp_path / "m")  # a Vec2Vec is not a CycleGAN

@@ -1,0 +1,208 @@
+"""Paired oracles: maps fitted on *paired* rows (x_i, y_i). They set the ceiling
+that the unpaired translators (:mod:`translate.isometric`, :mod:`translate.vec2vec`)
+are measured against.
+
+- :class:`Procrustes` -- orthogonal Procrustes (Schönemann 1966): with centred
+  rows, ``W = argmin_{WᵀW = I} ||X W - Y||_F = U Vᵀ`` where ``U Σ Vᵀ = Xᵀ Y``
+  (thin SVD). When the widths differ, ``W`` is *semi-orthogonal*: d_a > d_b gives
+  orthonormal columns (``WᵀW = I``, a projection followed by a rotation), d_a < d_b
+  gives orthonormal rows (``W Wᵀ = I``, an isometric embedding of A into B).
+  Optionally the least-squares isotropic scale ``s = tr Σ / ||X||²_F`` (the
+  "extended" Procrustes of Schönemann & Carroll 1970).
+- :class:`Linear` -- ridge regression ``W = (XᵀX + α I)⁻¹ XᵀY`` on centred rows.
+
+Both centre each space (the means are learned state, saved with the model) and
+return vectors in B's original coordinates: ``transform(x) = s·(p_A(x)) W`` mapped
+back through B's preprocessing, so the cosine between a translated row and a true
+B row is meaningful.
+
+The preprocessing helper :class:`_SpacePrep` is shared with
+:class:`translate.isometric.Isometric`: optional row normalisation in the VecMap
+order (Artetxe et al. 2018, "A robust self-learning method for fully unsupervised
+cross-lingual mappings of word embeddings", ACL): unit length, centre, unit length.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import numpy as np
+
+from .base import Translator
+
+__all__ = ["Procrustes", "Linear", "orthogonal_procrustes"]
+
+_EPS = 1e-12
+
+
+def _unit_rows(Z: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(Z, axis=1, keepdims=True)
+    return Z / np.maximum(n, _EPS)
+
+
+def orthogonal_procrustes(M: np.ndarray) -> np.ndarray:
+    """Polar factor ``U Vᵀ`` of the cross-covariance ``M = Xᵀ Y`` (d_a, d_b).
+
+    It maximises ``tr(Wᵀ M)`` over (semi-)orthogonal ``W`` of shape (d_a, d_b):
+    orthonormal columns when d_a >= d_b, orthonormal rows otherwise.
+    Computed in float64 (the SVD of a float32 cross-covariance loses orthogonality).
+    """
+    U, _, Vt = np.linalg.svd(np.asarray(M, dtype=np.float64), full_matrices=False)
+    return U @ Vt
+
+
+class _SpacePrep:
+    """Per-space preprocessing ``p(z)``: [unit rows], centre, [unit rows].
+
+    The statistics it learns (mean of the normalised rows; typical norms used to
+    undo the preprocessing on B's side) are saved with the translator:
+
+    - ``mean`` : (d,) float32, the mean subtracted (zeros when ``center=False``);
+    - ``norm_in`` : median row norm of the raw rows (restores B's scale);
+    - ``norm_mid`` : median row norm after centring (restores the relative size of
+      the mean and the centred part when ``normalize=True``).
+
+    ``inverse`` maps a centred(-and-normalised) direction back to raw coordinates:
+    ``z = norm_in · (norm_mid · u + mean)`` with ``normalize=True``, ``u + mean``
+    otherwise. Cosines against true rows are then meaningful because the mean is
+    restored in the same proportion as in real rows.
+    """
+
+    def __init__(self, center: bool, normalize: bool):
+        self.center, self.normalize = bool(center), bool(normalize)
+
+    def fit(self, Z: np.ndarray) -> Tuple[np.ndarray, Dict[str, float], np.ndarray]:
+        Z64 = Z.astype(np.float64)
+        norm_in = float(np.median(np.linalg.norm(Z64, axis=1)))
+        if self.normalize:
+            Z64 = _unit_rows(Z64)
+        mean = Z64.mean(axis=0) if self.center else np.zeros(Z.shape[1])
+        Zc = Z64 - mean
+        norm_mid = float(np.median(np.linalg.norm(Zc, axis=1)))
+        if self.normalize:
+            Zc = _unit_rows(Zc)
+        return mean.astype(np.float32), {"norm_in": norm_in, "norm_mid": norm_mid}, Zc.astype(np.float32)
+
+    def apply(self, Z: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        Z = Z.astype(np.float32, copy=False)
+        if self.normalize:
+            Z = _unit_rows(Z)
+        Z = Z - mean
+        if self.normalize:
+            Z = _unit_rows(Z)
+        return Z.astype(np.float32, copy=False)
+
+    def inverse(self, U: np.ndarray, mean: np.ndarray, stats: Dict[str, float]) -> np.ndarray:
+        if self.normalize:
+            return stats["norm_in"] * (stats["norm_mid"] * _unit_rows(U) + mean)
+        return U + mean
+
+
+class _PairedBase(Translator):
+    """Shared plumbing: preprocessing per space, a linear map ``W_`` and the inverse on B."""
+
+    paired = True
+    _state = ("W_", "mean_a_", "mean_b_")
+    _state_meta = ("scale_", "stats_b_")
+
+    center: bool
+    normalize: bool
+
+    def _prep(self) -> _SpacePrep:
+        return _SpacePrep(self.center, self.normalize)
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        prep = self._prep()
+        self.mean_a_, _, Xp = prep.fit(X)
+        self.mean_b_, self.stats_b_, Yp = prep.fit(Y)
+        W, s = self._solve(Xp.astype(np.float64), Yp.astype(np.float64))
+        self.W_ = W.astype(np.float32)
+        self.scale_ = float(s)
+        resid = Xp.astype(np.float64) @ W * s - Yp
+        self.history_.append({"step": 0, "mse": float(np.mean(resid**2))})
+
+    def _solve(self, X: np.ndarray, Y: np.ndarray) -> Tuple[np.ndarray, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        prep = self._prep()
+        U = (prep.apply(X, self.mean_a_) @ self.W_) * np.float32(self.scale_)
+        return prep.inverse(U, self.mean_b_, self.stats_b_)
+
+    def _check_state(self) -> None:
+        expect = {"W_": (self.d_in_, self.d_out_), "mean_a_": (self.d_in_,), "mean_b_": (self.d_out_,)}
+        for name, shape in expect.items():
+            arr = getattr(self, name)
+            if tuple(arr.shape) != shape:
+                raise ValueError(f"{type(self).__name__}: saved {name} has shape {tuple(arr.shape)}, expected {shape}")
+        if not isinstance(self.scale_, (int, float)) or not np.isfinite(self.scale_):
+            raise ValueError(f"{type(self).__name__}: saved scale_ must be a finite number, got {self.scale_!r}")
+        if not isinstance(self.stats_b_, dict) or set(self.stats_b_) != {"norm_in", "norm_mid"}:
+            raise ValueError(f"{type(self).__name__}: saved stats_b_ must hold norm_in and norm_mid, got {self.stats_b_!r}")
+        if not all(isinstance(v, (int, float)) and np.isfinite(v) and v > 0 for v in self.stats_b_.values()):
+            raise ValueError(f"{type(self).__name__}: saved stats_b_ must be positive finite numbers, got {self.stats_b_!r}")
+
+
+class Procrustes(_PairedBase):
+    """Orthogonal (semi-orthogonal when widths differ) map fitted on paired rows.
+
+    Parameters
+    ----------
+    center : subtract each space's mean before fitting (learned, saved).
+    normalize : VecMap preprocessing -- unit rows, centre, unit rows -- in both spaces.
+    scale : also fit the least-squares isotropic scale ``s = tr Σ / ||X||²_F``
+        (does not change cosines between translated rows; it matters only for
+        the relative size of the restored B mean and for squared errors).
+
+    ``fit(X, Y)``: rows of X and Y are paired samples. ``transform(X)`` returns
+    (n, d_b) rows in B's original coordinates.
+
+    Invariances: the fitted map is equivariant to any orthogonal transform of A or
+    of B (``fit(XR, YS).W_ = Rᵀ W S``), and ``Y = XQ + c`` is recovered exactly.
+    """
+
+    def __init__(self, center: bool = True, normalize: bool = False, scale: bool = True):
+        self.center = center
+        self.normalize = normalize
+        self.scale = scale
+
+    def _solve(self, X: np.ndarray, Y: np.ndarray) -> Tuple[np.ndarray, float]:
+        M = X.T @ Y
+        W = orthogonal_procrustes(M)
+        s = 1.0
+        if self.scale:
+            # tr(Wᵀ M) = sum of singular values of M; the least-squares scale.
+            s = float(np.trace(W.T @ M) / max(float((X * X).sum()), _EPS))
+        return W, s
+
+
+class Linear(_PairedBase):
+    """Ridge regression from A to B on paired rows: ``W = (XᵀX + α I)⁻¹ XᵀY``.
+
+    Parameters
+    ----------
+    alpha : ridge penalty (>= 0) on the centred (and optionally normalised) rows.
+    center : subtract each space's mean first (learned, saved).
+    normalize : VecMap preprocessing -- unit rows, centre, unit rows -- in both spaces.
+
+    The least-squares ceiling among linear maps; unlike :class:`Procrustes` it can
+    shrink and shear directions, so it is not an isometry.
+    """
+
+    def __init__(self, alpha: float = 1.0, center: bool = True, normalize: bool = False):
+        self.alpha = alpha
+        self.center = center
+        self.normalize = normalize
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, (int, float)) or not np.isfinite(self.alpha) or self.alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        super()._fit(X, Y)
+
+    def _solve(self, X: np.ndarray, Y: np.ndarray) -> Tuple[np.ndarray, float]:
+        G = X.T @ X
+        G[np.diag_indices_from(G)] += float(self.alpha)
+        # lstsq also copes with a singular G at alpha = 0 (n < d): minimum-norm solution.
+        W = np.linalg.lstsq(G, X.T @ Y, rcond=None)[0]
+        return W, 1.0
+
