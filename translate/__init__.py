@@ -13,7 +13,6 @@ _EXPORTS = {
     "load": "translate.base",
     "Procrustes": "translate.paired",
     "Linear": "translate.paired",
-    "Isometric": "translate.isometric",
     "Vec2Vec": "translate.vec2vec",
     "CycleGAN": "translate.vec2vec",
     "evaluate": "translate.evaluate",

@@ -548,8 +548,7 @@ class Vec2Vec(Translator):
         cycle, adv, latent, anchor); anchor defaults to 1 when ``init`` is given.
     n_seeds : independent runs; the one with the best :func:`nn_cycle_rate` is kept.
     seed : seeds every run (model initialisation and minibatches).
-    init : ``None`` (random), ``"isometric"`` (fit :class:`translate.Isometric`
-        on the same unpaired data first) or any fitted translator A -> B. Its
+    init : ``None`` (random) or any fitted translator A -> B. Its
         best linear fit (exact for a linear translator) initialises the A -> B
         path and its pseudo-inverse B -> A; the anchor loss keeps F_ab near that
         initial map while the GAN terms refine it.
@@ -662,11 +661,10 @@ class Vec2Vec(Translator):
             raise ValueError(f"denoise must be True or False, got {self.denoise!r}")
         init = self.init
         if isinstance(init, str):
-            if init != "isometric":
-                hint = " (a loaded model records its init translator by name only: pass the translator again)" if init.startswith("translator:") else ""
-                raise ValueError(f"init must be None, 'isometric' or a fitted translator; got {init!r}{hint}")
-        elif init is not None and not callable(getattr(init, "transform", None)):
-            raise ValueError(f"init must be None, 'isometric' or a fitted translator with transform(); got {type(init).__name__}")
+            hint = " (a loaded model records its init translator by name only: pass the translator again)" if init.startswith("translator:") else ""
+            raise ValueError(f"init must be None or a fitted translator; got {init!r}{hint}")
+        if init is not None and not callable(getattr(init, "transform", None)):
+            raise ValueError(f"init must be None or a fitted translator with transform(); got {type(init).__name__}")
         return {k: float(v) for k, v in w.items()}
 
     # -- fit -------------------------------------------------------------------
@@ -764,11 +762,6 @@ class Vec2Vec(Translator):
         init = self.init
         if init is None:
             return None
-        if isinstance(init, str):  # "isometric"
-            from .isometric import Isometric
-
-            kw = {"seed": self.seed} if "seed" in Isometric._param_names() else {}
-            init = Isometric(**kw).fit(X, Y)
         try:
             T = np.asarray(init.transform(X), dtype=np.float32)
         except Exception as exc:

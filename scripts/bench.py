@@ -1,0 +1,1270 @@
+#!/usr/bin/env python
+"""reptrans benchmark: time and peak memory of reptrans beside a baseline.
+
+Usage (from the repository root)::
+
+    .venv/bin/python scripts/bench.py                       # every case, full sizes
+    .venv/bin/python scripts/bench.py --quick --out b.json  # toy sizes (CI smoke)
+    .venv/bin/python scripts/bench.py --cases mknn-16k cka --out b.json
+    .venv/bin/python scripts/bench.py --list                # case names
+
+Cases (``--cases`` takes case names or group names):
+
+- ``mknn-{2k,8k,16k,32k,100k}``: ``align.mutual_knn`` (k = 10, d = 768) vs the dense
+  n×n definition of the platonic-rep code (``X @ X.T``, fill the diagonal, argsort
+  descending, two n×n masks, sum of their product), run only where its estimated
+  memory fits ``--dense-max-gb``. Each row also times one plain n×n×d float32
+  matrix product (``torch.mm``, in row blocks when n×n does not fit) and reports the
+  kNN time in units of that product: a mutual kNN of two spaces is two such
+  products plus the top-k, so 2.0 is what a non-symmetric exact kNN can reach.
+- ``cknna-{8k,32k}``: ``align.cknna`` (k = 10) vs the dense n×n CKNNA of platonic-rep
+  (n×n kernels and masks, an n×n×n product inside its unbiased HSIC), where it fits.
+- ``cka-{10k,100k}``: ``align.cka`` (linear, feature form) vs the n×n Gram form of
+  the Kornblith et al. notebook (numpy float64), where that fits.
+- ``mapping-{procrustes,permutation,softmatch}``: the 5-fold CV scores at m = 10k,
+  c = 512 vs a naive per-fold numpy implementation (per-unit Pearson in a Python loop).
+- ``translate-{10k,100k}``: ``translate.evaluate`` on a candidate pool of 10k / 100k vs
+  a dense n×n argsort implementation, where that fits.
+- ``isometric-12k``: ``translate.Isometric().fit`` on 12k MiniLM + 12k MPNet
+  embeddings of disjoint WordNet texts (wall time; no baseline).
+- ``tune-{16k,100k}`` (only when asked for): kNN-engine variants on one space (query
+  block size, torch vs FAISS, ``faiss.knn`` without an index copy, FAISS database
+  tile, one thread, a symmetric self-kNN prototype); 100k times 8192 queries against
+  all rows and extrapolates (said in the row). ``tune-mknn-{16k,100k}``: the whole
+  mutual kNN as it is now vs the proposed float32 pipeline (``proto_mutual_knn``)
+  with FAISS or the symmetric prototype, beside one n×n×d product. Speed-up and
+  memory ratio of tuning rows are relative to the first row of their case.
+
+A case whose module does not exist yet is reported as skipped, not an error.
+
+Method
+------
+Every measurement (one implementation of one case) runs in its own fresh child
+process (``multiprocessing`` spawn) started by this one invocation, one after the
+other, so reptrans and the baseline see the same machine within minutes of each
+other, and neither inherits the other's allocator state. In the child: import,
+build the inputs (seeded), run the implementation once on a small input (warm-up:
+BLAS buffers, thread pools and lazy imports are not charged to the case), then
+record the resident set size RSS0, reset the kernel's peak-RSS mark
+(``echo 5 > /proc/self/clear_refs``, Linux >= 4.0) and run the timed call once.
+Peak memory = ``VmHWM`` (the kernel's exact high-water mark of RSS) - RSS0: the
+case's own working memory, inputs excluded. Where ``clear_refs`` is not writable a
+thread samples RSS every millisecond instead (the method is recorded per row). On
+CUDA the peak of ``torch.cuda.max_memory_allocated`` is recorded as well (FAISS GPU
+allocations are not visible to it). Times are wall-clock (``time.perf_counter``) of
+one call (``--repeat R``: the least of R calls; tune-16k uses 3); the machine's load
+average is recorded beside every measurement because a shared machine makes timings
+noisy. The device (CPU / CUDA) and the kNN backend the engine picked are printed
+first; the baselines and the reference product run on the same torch device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import gc
+import importlib
+import importlib.util
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+MiB = float(1 << 20)
+GB = 1e9
+K_NEIGHBOURS = 10
+D_MODEL = 768
+
+
+class Skip(Exception):
+    """A case (or one side of it) that cannot run here; the message says why."""
+
+
+# ---------------------------------------------------------------------------
+# peak memory (child side)
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: ru_maxrss is all we have (KiB on Linux, bytes on macOS)
+        import resource
+
+        r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(r if sys.platform == "darwin" else r * 1024)
+
+
+def _hwm_bytes() -> Optional[int]:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _hwm_bytes() is not None
+
+
+class PeakMemory:
+    """Peak RSS of the ``with`` block above the RSS at its entry (bytes)."""
+
+    def __init__(self, cuda: bool = False):
+        self.cuda = cuda
+        self.method = ""
+        self.peak = 0
+        self.cuda_peak: Optional[int] = None
+
+    def __enter__(self) -> "PeakMemory":
+        gc.collect()
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._cuda0 = torch.cuda.memory_allocated()
+        self.rss0 = _rss_bytes()
+        if _reset_hwm():
+            self.method = "VmHWM"
+        else:
+            self.method = "RSS sampled every 1 ms"
+            self._max = self.rss0
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._max = max(self._max, _rss_bytes())
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+            self.cuda_peak = int(torch.cuda.max_memory_allocated() - self._cuda0)
+        if self.method == "VmHWM":
+            top = _hwm_bytes() or self.rss0
+        else:
+            self._stop.set()
+            self._thread.join()
+            top = max(self._max, _rss_bytes())
+        self.peak = max(0, top - self.rss0)
+
+
+# ---------------------------------------------------------------------------
+# inputs
+
+
+def paired_data(n: int, d: int, seed: int, rank: int = 64) -> Tuple[np.ndarray, np.ndarray]:
+    """Two float32 (n, d) spaces sharing an n × rank latent, plus independent noise,
+    so neighbourhoods partly agree (a mutual-kNN score well above chance)."""
+    rng = np.random.default_rng(seed)
+    Z = rng.standard_normal((n, rank), dtype=np.float32)
+    out = []
+    for _ in range(2):
+        A = rng.standard_normal((rank, d), dtype=np.float32)
+        M = Z @ A
+        M += 6.0 * rng.standard_normal((n, d), dtype=np.float32)
+        out.append(M)
+    return out[0], out[1]
+
+
+def _module_or_skip(module: str, name: str):
+    if importlib.util.find_spec(module) is None:
+        raise Skip(f"{module} does not exist yet")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise Skip(f"{module} cannot be imported: {e}") from e
+    if not hasattr(mod, name):
+        raise Skip(f"{module}.{name} does not exist yet")
+    return getattr(mod, name)
+
+
+def _torch():
+    import torch
+
+    from align.device import torch_device
+
+    return torch, torch_device()
+
+
+def _sync(dev) -> None:
+    if getattr(dev, "type", "cpu") == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------
+# implementations: each is setup(params) -> inputs, run(inputs) -> value
+
+
+def _dense_knn_platonic(feats, topk: int):
+    """platonic-rep ``compute_nearest_neighbors``: full n×n similarity, argsort.
+
+    Note the slice keeps the whole n×n int64 argsort result alive, as it does there."""
+    return (feats @ feats.T).fill_diagonal_(-1e8).argsort(dim=1, descending=True)[:, :topk]
+
+
+def dense_mutual_knn(X, Y, k: int) -> float:
+    """The dense mutual kNN of platonic-rep (Huh et al. 2024, ``metrics.mutual_knn``),
+    written here in torch float32: n×n similarities, argsort, two n×n masks."""
+    torch, _ = _torch()
+    F = torch.nn.functional
+    X, Y = F.normalize(X, p=2, dim=-1), F.normalize(Y, p=2, dim=-1)
+    knn_a = _dense_knn_platonic(X, k)
+    knn_b = _dense_knn_platonic(Y, k)
+    n = knn_a.shape[0]
+    rows = torch.arange(n, device=knn_a.device).unsqueeze(1)
+    mask_a = torch.zeros(n, n, device=knn_a.device)
+    mask_b = torch.zeros(n, n, device=knn_a.device)
+    mask_a[rows, knn_a] = 1.0
+    mask_b[rows, knn_b] = 1.0
+    return float(((mask_a * mask_b).sum(dim=1) / k).mean().item())
+
+
+def dense_mknn_bytes(n: int) -> float:
+    # While knn_b is sorted: knn_a's n×n int64 storage (8) + similarities (4) + sorted
+    # values (4) + indices (8); then two float masks and their product (12) beside
+    # both int64 storages (16): max = 28 bytes per n² entry.
+    return 28.0 * n * n
+
+
+def _mknn_setup(p):
+    X, Y = paired_data(p["n"], p["d"], p["seed"])
+    return X, Y
+
+
+def _mknn_reptrans():
+    fn = _module_or_skip("align.metrics.neighbors", "mutual_knn")
+
+    def setup(p):
+        return _mknn_setup(p)
+
+    def run(inp, p):
+        return fn(inp[0], inp[1], k=p["k"])
+
+    return setup, run
+
+
+def _mknn_dense():
+    def setup(p):
+        torch, dev = _torch()
+        X, Y = _mknn_setup(p)
+        return torch.from_numpy(X).to(dev), torch.from_numpy(Y).to(dev)
+
+    def run(inp, p):
+        with _no_grad():
+            return dense_mutual_knn(inp[0], inp[1], p["k"])
+
+    return setup, run
+
+
+def _no_grad():
+    import torch
+
+    return torch.no_grad()
+
+
+def gemm_block_rows(n: int, budget_bytes: int = 1 << 30) -> int:
+    return int(max(1, min(n, budget_bytes // (4 * n))))
+
+
+def _gemm():
+    """One n×n×d float32 product X Xᵀ (torch.mm), in row blocks into a reused buffer."""
+
+    def setup(p):
+        torch, dev = _torch()
+        X, _ = _mknn_setup(p)
+        Xt = torch.from_numpy(X).to(dev)
+        b = gemm_block_rows(p["n"])
+        return Xt, torch.empty((b, p["n"]), dtype=torch.float32, device=dev), dev
+
+    def run(inp, p):
+        import torch
+
+        Xt, buf, dev = inp
+        n, b = Xt.shape[0], buf.shape[0]
+        with torch.no_grad():
+            for s in range(0, n, b):
+                e = min(n, s + b)
+                torch.mm(Xt[s:e], Xt.T, out=buf[: e - s])
+        _sync(dev)
+        return None
+
+    return setup, run
+
+
+# -- CKNNA
+
+
+def _hsic_unbiased_dense(K, L):
+    """Unbiased HSIC (Song et al. 2012, Eq. 5) with n×n matrices, as platonic-rep
+    computes it (including its n×n×n product for 1ᵀ K L 1)."""
+    import torch
+
+    m = K.shape[0]
+    Kt, Lt = K.clone().fill_diagonal_(0), L.clone().fill_diagonal_(0)
+    value = (
+        torch.sum(Kt * Lt.T)
+        + torch.sum(Kt) * torch.sum(Lt) / ((m - 1) * (m - 2))
+        - 2 * torch.sum(torch.mm(Kt, Lt)) / (m - 2)
+    )
+    return value / (m * (m - 3))
+
+
+def dense_cknna(X, Y, k: int) -> float:
+    """The dense CKNNA of platonic-rep (Huh et al. 2024, ``metrics.cknna``, unbiased,
+    not distance-agnostic), written here in torch float32: n×n kernels, n×n masks."""
+    import torch
+
+    F = torch.nn.functional
+    X, Y = F.normalize(X, dim=-1), F.normalize(Y, dim=-1)
+    n = X.shape[0]
+    K, L = X @ X.T, Y @ Y.T
+
+    def sim(A, B):
+        mA = torch.zeros(n, n, device=A.device).scatter_(1, torch.topk(A.clone().fill_diagonal_(-math.inf), k, dim=1)[1], 1)
+        mB = torch.zeros(n, n, device=A.device).scatter_(1, torch.topk(B.clone().fill_diagonal_(-math.inf), k, dim=1)[1], 1)
+        mask = mA * mB
+        return _hsic_unbiased_dense(mask * A, mask * B)
+
+    kl, kk_, ll = sim(K, L), sim(K, K), sim(L, L)
+    return float(kl.item() / (torch.sqrt(kk_ * ll) + 1e-6).item())
+
+
+def dense_cknna_bytes(n: int) -> float:
+    # K, L, the two -inf clones, three masks, two masked kernels, two zero-diagonal
+    # clones, one product: ~12 float32 n×n matrices.
+    return 48.0 * n * n
+
+
+def _cknna_reptrans():
+    fn = _module_or_skip("align.metrics.neighbors", "cknna")
+    return _mknn_setup, (lambda inp, p: fn(inp[0], inp[1], k=p["k"]))
+
+
+def _cknna_dense():
+    def setup(p):
+        torch, dev = _torch()
+        X, Y = _mknn_setup(p)
+        return torch.from_numpy(X).to(dev), torch.from_numpy(Y).to(dev)
+
+    def run(inp, p):
+        with _no_grad():
+            return dense_cknna(inp[0], inp[1], p["k"])
+
+    return setup, run
+
+
+# -- CKA
+
+
+def gram_cka_bytes(n: int) -> float:
+    # K, L (float64), two centred copies, and the product K∘L temporary.
+    return 5 * 8.0 * n * n
+
+
+def gram_linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Linear CKA by n×n Gram matrices, as in the Kornblith et al. (2019) notebook."""
+
+    def center(G):
+        G = G.copy()
+        means = G.mean(axis=0, dtype=np.float64)
+        means -= means.mean() / 2
+        G -= means[:, None]
+        G -= means[None, :]
+        return G
+
+    K = center(X.astype(np.float64) @ X.astype(np.float64).T)
+    L = center(Y.astype(np.float64) @ Y.astype(np.float64).T)
+    hsic = lambda a, b: float(np.sum(a * b))  # noqa: E731
+    return hsic(K, L) / math.sqrt(hsic(K, K) * hsic(L, L))
+
+
+def _cka_reptrans():
+    fn = _module_or_skip("align.metrics.kernel", "cka")
+
+    def run(inp, p):
+        return fn(inp[0], inp[1], kernel="linear", debiased=False)
+
+    return _mknn_setup, run
+
+
+def _cka_gram():
+    return _mknn_setup, lambda inp, p: gram_linear_cka(inp[0], inp[1])
+
+
+# -- mapping scores
+
+
+def mapping_data(p) -> Tuple[np.ndarray, np.ndarray]:
+    """m × c responses of two 'systems' with shared and private structure, and a
+    partly permuted unit order (so permutation/soft matching have work to do)."""
+    rng = np.random.default_rng(p["seed"])
+    m, c = p["n"], p["c"]
+    Z = rng.standard_normal((m, 32))
+    X = Z @ rng.standard_normal((32, c)) + rng.standard_normal((m, c))
+    Y = X[:, rng.permutation(c)] @ (np.eye(c) + 0.1 * rng.standard_normal((c, c))) + rng.standard_normal((m, c))
+    return X.astype(np.float32), Y.astype(np.float32)
+
+
+def _folds(m: int, folds: int, seed: int) -> List[np.ndarray]:
+    return np.array_split(np.random.default_rng(seed).permutation(m), folds)
+
+
+def _pearson_loop(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    return np.array([np.corrcoef(A[:, j], B[:, j])[0, 1] for j in range(A.shape[1])])
+
+
+def naive_mapping_score(X: np.ndarray, Y: np.ndarray, method: str, folds: int = 5, seed: int = 0) -> float:
+    """Per fold: fit on the train rows, per-unit Pearson on the test rows (Python
+    loop over units), both directions averaged. method: procrustes | permutation |
+    softmatch. A deliberately plain implementation to time reptrans against."""
+    X = X.astype(np.float64)
+    Y = Y.astype(np.float64)
+    parts = _folds(X.shape[0], folds, seed)
+    scores = []
+    for f in range(folds):
+        te = parts[f]
+        tr = np.concatenate([parts[g] for g in range(folds) if g != f])
+        for A, B in ((X, Y), (Y, X)):
+            Atr, Btr, Ate, Bte = A[tr], B[tr], A[te], B[te]
+            mu_a, mu_b = Atr.mean(0), Btr.mean(0)
+            if method == "procrustes":
+                U, _, Vt = np.linalg.svd((Atr - mu_a).T @ (Btr - mu_b))
+                pred = (Ate - mu_a) @ (U @ Vt) + mu_b
+                scores.append(np.nanmean(_pearson_loop(pred, Bte)))
+                continue
+            c = A.shape[1]
+            C = np.corrcoef(Atr.T, Btr.T)[:c, c:]
+            if method == "permutation":
+                from scipy.optimize import linear_sum_assignment
+
+                rows, cols = linear_sum_assignment(-C)
+                scores.append(np.nanmean(_pearson_loop(Ate[:, rows], Bte[:, cols])))
+            else:  # soft matching: exact OT plan on 1 - correlation, uniform marginals
+                import ot
+
+                P = ot.emd(np.full(c, 1.0 / c), np.full(c, 1.0 / c), 1.0 - C)
+                R = np.corrcoef(Ate.T, Bte.T)[:c, c:]
+                scores.append(float(np.sum(P * R)))
+    return float(np.mean(scores))
+
+
+_MAPPING_FN = {"procrustes": "procrustes_score", "permutation": "permutation_score", "softmatch": "soft_match_score"}
+
+
+def _mapping_reptrans(method: str):
+    fn = _module_or_skip("align.metrics.mapping", _MAPPING_FN[method])
+    return mapping_data, (lambda inp, p: fn(inp[0], inp[1], folds=p["folds"]))
+
+
+def _mapping_naive(method: str):
+    return mapping_data, (lambda inp, p: naive_mapping_score(inp[0], inp[1], method, folds=p["folds"], seed=p["seed"]))
+
+
+# -- translation evaluation
+
+
+def translate_data(p) -> Tuple[np.ndarray, np.ndarray]:
+    """(Y_hat, Y_true): a noisy 'translation' of each true row."""
+    rng = np.random.default_rng(p["seed"])
+    Y, _ = paired_data(p["n"], p["d"], p["seed"])
+    # noise of ~3.5x the signal norm: cos(ŷ_i, y_i) ≈ 0.3, top-1 well below 1 at 10k
+    Y_hat = Y + 3.5 * np.linalg.norm(Y[:1]) / math.sqrt(p["d"]) * rng.standard_normal(Y.shape, dtype=np.float32)
+    return Y_hat, Y
+
+
+def dense_translate_eval(Y_hat, Y, k: int, with_mknn: bool) -> Dict[str, float]:
+    """top-1, mean rank, mean cosine and FOSCTTM by a full n×n similarity + argsort."""
+    torch, _ = _torch()
+    F = torch.nn.functional
+    A, B = F.normalize(Y_hat, dim=-1), F.normalize(Y, dim=-1)
+    S = A @ B.T
+    n = S.shape[0]
+    order = S.argsort(dim=1, descending=True)
+    rank = (order == torch.arange(n, device=S.device)[:, None]).int().argmax(dim=1) + 1
+    out = {
+        "top1": float((rank == 1).float().mean()),
+        "mean_rank": float(rank.double().mean()),
+        "mean_cos": float(S.diagonal().double().mean()),
+        "foscttm": float(((rank - 1).double() / (n - 1)).mean()),
+    }
+    del S, order
+    if with_mknn:
+        out["mutual_knn"] = dense_mutual_knn(Y_hat, Y, k)
+    return out
+
+
+def dense_translate_bytes(n: int, with_mknn: bool) -> float:
+    # S (4) + sorted values (4) + indices (8) + the comparison mask (1)
+    return max(17.0 * n * n, dense_mknn_bytes(n) if with_mknn else 0.0)
+
+
+def _evaluate_kwargs(fn, p) -> Dict[str, Any]:
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"k": p["k"]} if "k" in params else {}
+
+
+def _translate_reptrans():
+    fn = _module_or_skip("translate.evaluate", "evaluate")
+
+    def run(inp, p):
+        out = fn(inp[0], inp[1], **_evaluate_kwargs(fn, p))
+        return {key: float(v) for key, v in out.items() if isinstance(v, (int, float, np.floating))}
+
+    return translate_data, run
+
+
+def _translate_dense():
+    def setup(p):
+        torch, dev = _torch()
+        Yh, Y = translate_data(p)
+        return torch.from_numpy(Yh).to(dev), torch.from_numpy(Y).to(dev)
+
+    def run(inp, p):
+        with _no_grad():
+            return dense_translate_eval(inp[0], inp[1], p["k"], p.get("with_mknn", False))
+
+    return setup, run
+
+
+# -- Isometric on real embeddings
+
+
+def _isometric():
+    cls = _module_or_skip("translate.isometric", "Isometric")
+
+    def setup(p):
+        if p.get("synthetic"):
+            rng = np.random.default_rng(p["seed"])
+            X = rng.standard_normal((p["n"], 384), dtype=np.float32)
+            Q, _ = np.linalg.qr(rng.standard_normal((768, 384)))
+            Y = (rng.standard_normal((p["n"], 384), dtype=np.float32) @ Q.T.astype(np.float32))
+            return X, Y, "synthetic 384-d / 768-d (quick)"
+        from align.data import embed_corpus
+
+        t0 = time.perf_counter()
+        n = p["n"]
+        try:
+            X = embed_corpus("minilm", corpus="wordnet", n=n, start=0, progress=False)
+            Y = embed_corpus("mpnet", corpus="wordnet", n=n, start=n, progress=False)
+        except ValueError as e:  # encoder packages or corpus missing
+            raise Skip(f"real embeddings unavailable: {e}") from e
+        return X, Y, f"MiniLM texts [0, {n}) vs MPNet texts [{n}, {2 * n}) (embeddings ready in {time.perf_counter() - t0:.1f} s)"
+
+    def run(inp, p):
+        import inspect
+
+        kw = {"seed": 0} if "seed" in inspect.signature(cls).parameters else {}
+        cls(**kw).fit(inp[0], inp[1])
+        return None
+
+    return setup, run
+
+
+# -- kNN engine variants (evidence for changes to align/knn.py)
+
+
+def sym_self_knn(X: np.ndarray, k: int, block: int = 4096):
+    """Prototype: exact self-kNN (self excluded) computing only the upper block
+    triangle of X Xᵀ. Products and the filter run in torch (CUDA when present).
+
+    Each off-diagonal b×b block S = X_I X_Jᵀ serves the rows of I (S) and the rows
+    of J (Sᵀ), so the product costs half of a query-by-database search. Top-k by
+    threshold: every row keeps its kk = k+1 best so far and its kk-th best value
+    ``thr``; an entry of S can only enter row i's list if it beats ``thr[i]``, so
+    one vectorised comparison rejects almost every entry and only the survivors
+    (~kk per row and block at first, fewer later) are merged, on the host, with
+    numpy (torch's parallel sort of small arrays stalls on a busy machine). The
+    diagonal blocks go first (plain top-k) so that every threshold is finite from
+    the start. Ties are then settled exactly as in align.knn (lower index first):
+    the kk-th candidate exposes a tie at the k-th place.
+    """
+    import torch
+
+    from align.device import torch_device
+    from align.knn import _finalize_block
+
+    dev = torch_device()
+    n = X.shape[0]
+    kk = min(n - 1, k + 1)
+    Xt = torch.from_numpy(X).to(dev)
+    best_v = np.full((n, kk), -np.inf, dtype=np.float32)
+    best_i = np.full((n, kk), -1, dtype=np.int64)
+    thr = np.full(n, -np.inf, dtype=np.float32)
+
+    def merge(g: np.ndarray, v: np.ndarray, i: np.ndarray) -> np.ndarray:
+        """Merge candidates (row g, value v, index i) into the rows' best lists;
+        returns the rows whose threshold changed."""
+        rows = np.unique(g)
+        G = np.concatenate([np.repeat(rows, kk), g])
+        V = np.concatenate([best_v[rows].ravel(), v])
+        I = np.concatenate([best_i[rows].ravel(), i])
+        o = np.lexsort((-V, G))  # by row, then value descending
+        G, V, I = G[o], V[o], I[o]
+        starts = np.flatnonzero(np.r_[True, G[1:] != G[:-1]])
+        pos = np.arange(G.size) - np.repeat(starts, np.diff(np.r_[starts, G.size]))
+        keep = pos < kk
+        best_v[G[keep], pos[keep]] = V[keep]
+        best_i[G[keep], pos[keep]] = I[keep]
+        thr[rows] = best_v[rows].min(axis=1)
+        return rows
+
+    with torch.no_grad():
+        for s in range(0, n, block):  # diagonal blocks: plain top-k, self excluded
+            S = Xt[s : s + block] @ Xt[s : s + block].T
+            S.fill_diagonal_(-math.inf)
+            m = min(kk, S.shape[1])
+            v, i = torch.topk(S, m, dim=1)
+            best_v[s : s + block, :m], best_i[s : s + block, :m] = v.cpu().numpy(), i.cpu().numpy() + s
+            thr[s : s + block] = best_v[s : s + block].min(axis=1)
+        thr_dev = torch.from_numpy(thr).to(dev)  # shares memory on the CPU
+        for s in range(0, n, block):
+            Xs = Xt[s : s + block]
+            for t in range(s + block, n, block):
+                S = Xs @ Xt[t : t + block].T
+                for side in (0, 1):  # 0: rows of block I; 1: rows of block J (Sᵀ)
+                    th = thr_dev[s : s + block, None] if side == 0 else thr_dev[None, t : t + block]
+                    r, c = torch.nonzero(S > th, as_tuple=True)
+                    v = S[r, c].cpu().numpy()
+                    r, c = r.cpu().numpy(), c.cpu().numpy()
+                    if v.size == 0:
+                        continue
+                    changed = merge(r + s, v, c + t) if side == 0 else merge(c + t, v, r + s)
+                    if dev.type != "cpu":
+                        thr_dev[torch.from_numpy(changed).to(dev)] = torch.from_numpy(thr[changed]).to(dev)
+    return _finalize_block(X, X, best_v, best_i, k, 0)
+
+
+def proto_normalize(X: np.ndarray) -> np.ndarray:
+    """Unit rows as ONE new float32 array: norms accumulated in float64 by einsum
+    (buffered, no n×d temporary), then a single division into the output.
+    (np.linalg.norm makes two n×d temporaries; a float64 copy doubles the size.)"""
+    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))[:, None]
+    out = np.empty(X.shape, dtype=np.float32)
+    np.divide(X, norms, out=out, casting="same_kind")
+    return out
+
+
+def proto_faiss_self_knn(X: np.ndarray, k: int, block: int = 16384, dbbs: Optional[int] = None):
+    """Exact self-kNN by ``faiss.knn`` (brute force on the caller's array: no
+    index, so no copy of the database), big query blocks, ties settled as align.knn."""
+    from align.device import faiss
+    from align.knn import _finalize_block
+
+    f = faiss()
+    if f is None:
+        raise Skip("faiss is not installed")
+    n = X.shape[0]
+    kk = min(n, k + 2)
+    out_s = np.empty((n, k), dtype=np.float32)
+    out_i = np.empty((n, k), dtype=np.int64)
+    old = f.cvar.distance_compute_blas_database_bs
+    if dbbs:
+        f.cvar.distance_compute_blas_database_bs = dbbs
+    try:
+        for s in range(0, n, block):
+            e = min(n, s + block)
+            cs, ci = f.knn(X[s:e], X, kk, metric=f.METRIC_INNER_PRODUCT)
+            out_s[s:e], out_i[s:e] = _finalize_block(X[s:e], X, cs, ci, k, s)
+    finally:
+        f.cvar.distance_compute_blas_database_bs = old
+    return out_s, out_i
+
+
+def proto_mutual_knn(X: Any, Y: Any, k: int, engine: str = "faiss") -> float:
+    """Proposed align.mutual_knn: validate as float32 (no float64 copies), then one
+    space at a time: normalised float32 copy -> neighbour lists -> drop the copy.
+    Peak memory ≈ one n×d float32 array + the engine's block."""
+    from align.metrics.neighbors import _row_overlap
+    from align.validation import as_matrix, check_k, check_nonzero_rows, check_paired
+
+    X = as_matrix(X, "X", min_rows=2)
+    Y = as_matrix(Y, "Y", min_rows=2)
+    check_paired(X, Y)
+    k = check_k(k, X.shape[0], "k")
+    lists = []
+    for A, name in ((X, "X"), (Y, "Y")):
+        check_nonzero_rows(A, name)
+        An = proto_normalize(A)
+        if engine == "sym":
+            lists.append(sym_self_knn(An, k)[1])
+        else:
+            lists.append(proto_faiss_self_knn(An, k)[1])
+        del An
+    return float(_row_overlap(lists[0], lists[1]).mean() / k)
+
+
+# name -> config. "space": one space's self-kNN (queries may be a subset); "mknn": a
+# full two-space mutual kNN.
+TUNE_VARIANTS: Dict[str, Dict[str, Any]] = {
+    "knn.py search (now: IndexFlatIP, default block)": {"kind": "space"},
+    "knn.py search, block 16384": {"kind": "space", "block": 16384},
+    "knn.py search, 1 thread": {"kind": "space", "threads": 1},
+    "knn.py torch backend (default block)": {"kind": "space", "backend": "torch"},
+    "knn.py torch backend, block 4096": {"kind": "space", "backend": "torch", "block": 4096},
+    "faiss.knn (no index copy), block 16384": {"kind": "space", "proto": "faiss", "block": 16384},
+    "faiss.knn, block 16384, FAISS db tile 4096": {"kind": "space", "proto": "faiss", "block": 16384, "dbbs": 4096},
+    "symmetric torch prototype, block 4096": {"kind": "space", "proto": "sym", "block": 4096},
+    "align.mutual_knn (now)": {"kind": "mknn"},
+    "proposed mutual_knn: float32, faiss.knn": {"kind": "mknn", "proto": "faiss"},
+    "proposed mutual_knn: float32, symmetric torch": {"kind": "mknn", "proto": "sym"},
+}
+
+
+def _tune(variant: str):
+    """Factory of one kNN-engine variant (see TUNE_VARIANTS)."""
+    cfg = TUNE_VARIANTS[variant]
+    from align.knn import normalize_rows, search_prepared
+
+    def setup(p):
+        X, Y = paired_data(p["n"], p["d"], p["seed"])
+        if cfg["kind"] == "mknn":
+            return X, Y
+        del Y
+        return np.ascontiguousarray(normalize_rows(X), dtype=np.float32)
+
+    def run(inp, p):
+        if "threads" in cfg:
+            _set_threads(cfg["threads"])
+        k = p["k"]
+        if cfg["kind"] == "mknn":
+            if "proto" in cfg:
+                return proto_mutual_knn(inp[0], inp[1], k, engine=cfg["proto"])
+            from align.metrics.neighbors import mutual_knn
+
+            return mutual_knn(inp[0], inp[1], k=k)
+        X = inp
+        nq = p.get("queries") or X.shape[0]
+        if cfg.get("proto") == "sym":
+            if nq != X.shape[0]:
+                raise Skip("the symmetric prototype cannot time a subset of queries; see tune-16k")
+            return sym_self_knn(X, k, cfg["block"])[1][:64].tolist()
+        if cfg.get("proto") == "faiss":
+            if nq != X.shape[0]:
+                return _faiss_subset(X, nq, k, cfg)
+            return proto_faiss_self_knn(X, k, cfg["block"], cfg.get("dbbs"))[1][:64].tolist()
+        _, idx = search_prepared(X[:nq], X, k, True, backend=cfg.get("backend", "auto"), block_size=cfg.get("block"))
+        return idx[:64].tolist()
+
+    return setup, run
+
+
+def _faiss_subset(X: np.ndarray, nq: int, k: int, cfg: Dict[str, Any]):
+    """faiss.knn of the first nq rows against all rows (for extrapolation at 100k)."""
+    from align.device import faiss
+
+    f = faiss()
+    old = f.cvar.distance_compute_blas_database_bs
+    if cfg.get("dbbs"):
+        f.cvar.distance_compute_blas_database_bs = cfg["dbbs"]
+    try:
+        for s in range(0, nq, cfg["block"]):
+            f.knn(X[s : min(nq, s + cfg["block"])], X, k + 2, metric=f.METRIC_INNER_PRODUCT)
+    finally:
+        f.cvar.distance_compute_blas_database_bs = old
+    return None
+
+
+# ---------------------------------------------------------------------------
+# cases
+
+
+@dataclasses.dataclass
+class Case:
+    name: str
+    group: str
+    params: Dict[str, Any]
+    reptrans: Callable[[], Tuple[Callable, Callable]]
+    baseline: Optional[Callable[[], Tuple[Callable, Callable]]] = None
+    baseline_label: str = ""
+    baseline_bytes: Optional[Callable[[Dict[str, Any]], float]] = None
+    gemm: bool = False  # also time one n×n×d product
+    label: str = "reptrans"
+
+
+def _size(n: int) -> str:
+    return f"{n // 1000}k" if n % 1000 == 0 else (f"{n / 1000:g}k" if n >= 1000 else str(n))
+
+
+def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
+    base = {"k": k, "seed": seed, "d": D_MODEL}
+    cases: List[Case] = []
+    mknn_ns = [1000, 2000] if quick else [2000, 8000, 16000, 32000, 100000]
+    mknn_names = ["1k", "2k"] if quick else ["2k", "8k", "16k", "32k", "100k"]
+    for n, nm in zip(mknn_ns, mknn_names):
+        cases.append(Case(
+            f"mknn-{nm}", "mknn", {**base, "n": n}, _mknn_reptrans, _mknn_dense,
+            "dense n×n (platonic-rep)", lambda p: dense_mknn_bytes(p["n"]), gemm=True,
+            label="align.mutual_knn",
+        ))
+    for n in ([1000] if quick else [8000, 32000]):
+        cases.append(Case(
+            f"cknna-{_size(n)}", "cknna", {**base, "n": n}, _cknna_reptrans, _cknna_dense,
+            "dense n×n (platonic-rep)", lambda p: dense_cknna_bytes(p["n"]), label="align.cknna",
+        ))
+    for n in ([2000] if quick else [10000, 100000]):
+        cases.append(Case(
+            f"cka-{_size(n)}", "cka", {**base, "n": n}, _cka_reptrans, _cka_gram,
+            "n×n Gram (float64)", lambda p: gram_cka_bytes(p["n"]), label="align.cka (linear)",
+        ))
+    m, c = (600, 32) if quick else (10000, 512)
+    for method in ("procrustes", "permutation", "softmatch"):
+        cases.append(Case(
+            f"mapping-{method}", "mapping", {**base, "n": m, "c": c, "folds": 5},
+            functools.partial(_mapping_reptrans, method), functools.partial(_mapping_naive, method),
+            "naive per-fold numpy",
+            label=f"align.{_MAPPING_FN[method]}",
+        ))
+    for n in ([1000] if quick else [10000, 100000]):
+        cases.append(Case(
+            f"translate-{_size(n)}", "translate", {**base, "n": n}, _translate_reptrans, _translate_dense,
+            "dense n×n argsort", None, label="translate.evaluate",
+        ))
+    iso_n = 500 if quick else 12000
+    cases.append(Case(
+        f"isometric-{_size(iso_n)}", "isometric", {**base, "n": iso_n, "synthetic": quick}, _isometric,
+        label="translate.Isometric.fit",
+    ))
+    tune_sizes = [(2000, None)] if quick else [(16000, None), (100000, 8192)]
+    for n, nq in tune_sizes:
+        for variant, cfg in TUNE_VARIANTS.items():
+            name = f"tune-{_size(n)}" if cfg["kind"] == "space" else f"tune-mknn-{_size(n)}"
+            cases.append(Case(
+                name, "tune", {**base, "n": n, "queries": nq if cfg["kind"] == "space" else None,
+                               "variant": variant, "repeat": 1 if n > 20000 else 3},
+                functools.partial(_tune, variant), label=variant,
+                # the first two-space row also times one n×n×d product for the others
+                gemm=cfg["kind"] == "mknn" and variant == next(v for v, c in TUNE_VARIANTS.items() if c["kind"] == "mknn"),
+            ))
+    return cases
+
+
+def select_cases(cases: List[Case], wanted: Optional[List[str]]) -> List[Case]:
+    if not wanted:
+        return [c for c in cases if c.group != "tune"]  # tuning runs only when asked for
+    known = {c.name for c in cases} | {c.group for c in cases}
+    bad = [w for w in wanted if w not in known]
+    if bad:
+        raise SystemExit(f"--cases: unknown {bad}; choose from {sorted(known)}")
+    return [c for c in cases if c.name in wanted or c.group in wanted]
+
+
+# ---------------------------------------------------------------------------
+# child process
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    if not threads:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    from align.device import faiss
+
+    f = faiss()
+    if f is not None:
+        f.omp_set_num_threads(threads)
+
+
+def _warm_params(p: Dict[str, Any]) -> Dict[str, Any]:
+    w = dict(p)
+    w["n"] = min(p["n"], 256)
+    if "queries" in w:
+        w["queries"] = None
+    if "c" in w:
+        w["c"] = min(p["c"], 16)
+    w["synthetic"] = True if "synthetic" in p else p.get("synthetic")
+    return w
+
+
+def _child(factory, params, threads, conn) -> None:
+    res: Dict[str, Any]
+    try:
+        _set_threads(threads)
+        setup, run = factory()
+        if params.get("warmup", True):
+            try:
+                wp = _warm_params(params)
+                run(setup(wp), wp)
+            except Skip:
+                raise
+            except Exception:  # a warm-up that fails on tiny input is no reason to stop
+                pass
+        inputs = setup(params)
+        note = None
+        if isinstance(inputs, tuple) and len(inputs) == 3 and isinstance(inputs[2], str):
+            note, inputs = inputs[2], inputs[:2]
+        from align.device import cuda_available
+
+        cuda = cuda_available()
+        times = []
+        with PeakMemory(cuda=cuda) as pm:
+            for _ in range(max(1, int(params.get("repeat", 1)))):
+                t0 = time.perf_counter()
+                value = run(inputs, params)
+                if cuda:
+                    import torch
+
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t0)
+        res = {
+            "status": "ok",
+            "time_s": min(times),  # the least-disturbed run on a shared machine
+            "times_s": times,
+            "peak_mib": pm.peak / MiB,
+            "mem_method": pm.method,
+            "cuda_peak_mib": None if pm.cuda_peak is None else pm.cuda_peak / MiB,
+            "value": value,
+            "load_avg": list(os.getloadavg()),
+        }
+        if note:
+            res["note"] = note
+    except Skip as e:
+        res = {"status": "skipped", "reason": str(e)}
+    except MemoryError:
+        res = {"status": "error", "reason": "MemoryError"}
+    except Exception as e:
+        res = {"status": "error", "reason": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-2000:]}
+    conn.send(res)
+    conn.close()
+
+
+def measure(factory, params, threads: Optional[int], timeout: float) -> Dict[str, Any]:
+    """Run one implementation in a fresh spawned child; return its result dict."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(factory, params, threads, send), daemon=True)
+    t0 = time.perf_counter()
+    proc.start()
+    send.close()
+    res: Optional[Dict[str, Any]] = None
+    try:
+        if recv.poll(timeout):
+            res = recv.recv()
+    except EOFError:
+        res = None
+    proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        if res is None:
+            return {"status": "timeout", "reason": f"no result after {timeout:.0f} s (killed)"}
+    if res is None:
+        code = proc.exitcode
+        why = " (killed: out of memory?)" if code in (-9, 137) else ""
+        return {"status": "error", "reason": f"child exited with code {code}{why}"}
+    res["wall_with_setup_s"] = time.perf_counter() - t0
+    return res
+
+
+# ---------------------------------------------------------------------------
+# parent
+
+
+def machine_info(threads: Optional[int]) -> Dict[str, Any]:
+    info: Dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "threads": threads or os.cpu_count(),
+        "load_avg_start": list(os.getloadavg()),
+        "numpy": np.__version__,
+    }
+    try:
+        import torch
+
+        from align.device import faiss, faiss_gpu_count, torch_device
+
+        info["torch"] = torch.__version__
+        dev = torch_device()
+        info["torch_device"] = str(dev)
+        if dev.type == "cuda":
+            info["gpu"] = torch.cuda.get_device_name(dev)
+        f = faiss()
+        info["faiss"] = getattr(f, "__version__", "installed") if f is not None else None
+        info["faiss_gpus"] = faiss_gpu_count()
+        info["knn_backend"] = ("faiss-gpu" if info["faiss_gpus"] else "faiss-cpu") if f is not None else f"torch-{dev.type}"
+    except Exception as e:  # pragma: no cover - broken install
+        info["error"] = repr(e)
+    try:
+        with open("/proc/meminfo") as fh:
+            info["mem_total_gib"] = round(int(fh.readline().split()[1]) / (1 << 20), 1)
+    except OSError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _fmt_t(r: Optional[Dict[str, Any]]) -> str:
+    if not r:
+        return "—"
+    if r["status"] != "ok":
+        return r["status"]
+    t = r["time_s"]
+    return f"{t:.3g} s" if t < 100 else f"{t:.0f} s"
+
+
+def _fmt_m(r: Optional[Dict[str, Any]]) -> str:
+    if not r or r["status"] != "ok":
+        return "—"
+    def one(m: float) -> str:
+        return f"{m / 1024:.2f} GiB" if m >= 1024 else f"{m:.0f} MiB"
+
+    if r.get("cuda_peak_mib") is not None:  # host RSS + torch CUDA allocations
+        return f"{one(r['peak_mib'])} + {one(r['cuda_peak_mib'])} GPU"
+    return one(r["peak_mib"])
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def _get(r: Optional[Dict[str, Any]], key: str) -> Optional[float]:
+    return r.get(key) if r and r.get("status") == "ok" else None
+
+
+def _values_agree(a: Any, b: Any) -> Optional[str]:
+    if isinstance(a, float) and isinstance(b, float):
+        return f"values {a:.6g} / {b:.6g} (|Δ| = {abs(a - b):.1e})"
+    if isinstance(a, dict) and isinstance(b, dict):
+        common = [key for key in a if key in b]
+        if common:
+            return "values " + ", ".join(f"{key} {a[key]:.4g}/{b[key]:.4g}" for key in common)
+    return None
+
+
+def run_case(case: Case, threads: Optional[int], timeout: float, dense_max_gb: float, log) -> Dict[str, Any]:
+    p = case.params
+    row: Dict[str, Any] = {"case": case.name, "group": case.group, "params": p, "reptrans_label": case.label}
+    log(f"[{time.strftime('%H:%M:%S')}] {case.name}: {case.label} ...")
+    row["reptrans"] = measure(case.reptrans, p, threads, timeout)
+    log(f"    -> {_fmt_t(row['reptrans'])}, {_fmt_m(row['reptrans'])}  {row['reptrans'].get('reason', '')}")
+    if case.baseline is not None:
+        row["baseline_label"] = case.baseline_label
+        need = case.baseline_bytes(p) if case.baseline_bytes else None
+        if case.group == "translate" and row["reptrans"].get("status") == "ok":
+            p = dict(p, with_mknn="mutual_knn" in (row["reptrans"].get("value") or {}))
+            need = dense_translate_bytes(p["n"], p["with_mknn"])
+        row["baseline_est_gb"] = None if need is None else need / GB
+        if need is not None and need > dense_max_gb * GB:
+            row["baseline"] = {"status": "skipped", "reason": f"would need ~{need / GB:.0f} GB (> --dense-max-gb {dense_max_gb:g})"}
+        else:
+            log(f"    {case.baseline_label} ...")
+            row["baseline"] = measure(case.baseline, p, threads, timeout)
+        log(f"    -> {_fmt_t(row['baseline'])}, {_fmt_m(row['baseline'])}  {row['baseline'].get('reason', '')}")
+    if case.gemm:
+        log("    one n×n×d float32 matmul ...")
+        row["gemm"] = measure(_gemm, dict(p, warmup=True), threads, timeout)
+        log(f"    -> {_fmt_t(row['gemm'])}")
+    # ratios
+    rt, rm = _get(row["reptrans"], "time_s"), _get(row["reptrans"], "peak_mib")
+    bt, bm = _get(row.get("baseline"), "time_s"), _get(row.get("baseline"), "peak_mib")
+    row["speedup"] = _ratio(bt, rt)
+    row["mem_ratio"] = _ratio(bm, max(rm, 1.0) if rm is not None else None)
+    gt = _get(row.get("gemm"), "time_s")
+    if gt is not None:
+        flop = 2.0 * p["n"] ** 2 * p["d"]
+        row["gemm_gflops"] = flop / gt / 1e9
+        row["knn_over_gemm"] = _ratio(rt, gt)
+        if rt:
+            # two self-products per mutual kNN
+            row["knn_gemm_fraction"] = (2 * flop / rt / 1e9) / row["gemm_gflops"]
+    if case.group == "tune" and p.get("queries") and rt is not None:
+        row["extrapolated_full_s"] = rt * p["n"] / p["queries"]
+    return row
+
+
+def _relative_to_first(rows: List[Dict[str, Any]]) -> None:
+    """Tuning rows: speed-up and memory ratio relative to the first row of their case
+    (the engine as it is now)."""
+    first: Dict[str, Dict[str, Any]] = {}
+    for row in rows:
+        if row["group"] != "tune":
+            continue
+        ref = first.setdefault(row["case"], row)
+        row["baseline_label"] = f"vs row 1 of {row['case']}"
+        t, m = _get(row["reptrans"], "time_s"), _get(row["reptrans"], "peak_mib")
+        row["speedup"] = _ratio(_get(ref["reptrans"], "time_s"), t)
+        row["mem_ratio"] = _ratio(_get(ref["reptrans"], "peak_mib"), max(m, 1.0) if m is not None else None)
+        if row is not ref and ref.get("gemm_gflops") and t is not None:
+            gt = _get(ref["gemm"], "time_s")
+            row["knn_over_gemm"] = t / gt
+            row["gemm_gflops"] = ref["gemm_gflops"]
+            row["knn_gemm_fraction"] = gt * 2 / t
+            row["gemm"] = ref["gemm"]
+        a, b = _get(row["reptrans"], "value"), _get(ref["reptrans"], "value")
+        if row is not ref and a is not None and b is not None:
+            row["same_result_as_row1"] = a == b
+            row["tune_ref"] = {"status": "ok", "value": b}
+
+
+def _note(row: Dict[str, Any]) -> str:
+    parts = []
+    for side in ("reptrans", "baseline"):
+        r = row.get(side)
+        if r and r["status"] in ("skipped", "error", "timeout"):
+            parts.append(f"{side}: {r['status']} ({r.get('reason', '')})")
+    if row.get("gemm_gflops"):
+        parts.append(
+            f"GEMM {_fmt_t(row['gemm'])} ({row['gemm_gflops']:.0f} GFLOP/s); kNN = {row['knn_over_gemm']:.2f}× GEMM"
+            f" ({100 * row['knn_gemm_fraction']:.0f}% of GEMM rate)"
+        )
+    elif row.get("gemm") and row["gemm"]["status"] != "ok":
+        parts.append(f"GEMM: {row['gemm']['status']} ({row['gemm'].get('reason', '')})")
+    if "same_result_as_row1" in row:
+        a, b = _get(row["reptrans"], "value"), _get(row.get("tune_ref") or {}, "value")
+        if row["same_result_as_row1"]:
+            parts.append("same neighbours/score as row 1")
+        elif isinstance(a, float) and isinstance(b, float):
+            # float32 products in another BLAS order can swap near-tied neighbours
+            parts.append(f"score differs from row 1 by {abs(a - b):.1e}")
+        else:
+            parts.append("neighbour lists differ from row 1 (near-ties under another BLAS?)")
+    if row.get("extrapolated_full_s"):
+        parts.append(f"{row['params']['queries']} of {row['params']['n']} queries; full ≈ {row['extrapolated_full_s']:.0f} s")
+    a, b = _get(row.get("reptrans"), "value"), _get(row.get("baseline"), "value")
+    agree = _values_agree(a, b)
+    if agree:
+        parts.append(agree)
+    elif isinstance(a, float):
+        parts.append(f"value {a:.6g}")
+    r = row.get("reptrans") or {}
+    if r.get("note"):
+        parts.append(r["note"])
+    if r.get("load_avg"):
+        parts.append(f"load {r['load_avg'][0]:.1f}")
+    return "; ".join(parts)
+
+
+def _params_str(row: Dict[str, Any]) -> str:
+    p = row["params"]
+    if row["group"] == "mapping":
+        return f"m={p['n']}, c={p['c']}, 5-fold"
+    if row["group"] == "translate":
+        return f"pool={p['n']}, d={p['d']}"
+    if row["group"] == "isometric":
+        return f"{p['n']}+{p['n']}"
+    return f"n={p['n']}, d={p['d']}" + (f", k={p['k']}" if row["group"] in ("mknn", "tune", "cknna") else "")
+
+
+def markdown_table(rows: List[Dict[str, Any]]) -> str:
+    out = [
+        "| case | size | reptrans | time | peak mem | baseline | time | peak mem | speed-up | mem ratio | notes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        sp = f"{row['speedup']:.2g}×" if row.get("speedup") else "—"
+        mr = row.get("mem_ratio")
+        mr = "—" if not mr else (f"{mr:.0f}×" if mr >= 10 else f"{mr:.2g}×")
+        out.append(
+            f"| {row['case']} | {_params_str(row)} | {row['reptrans_label']} | {_fmt_t(row['reptrans'])} | "
+            f"{_fmt_m(row['reptrans'])} | {row.get('baseline_label', '—')} | {_fmt_t(row.get('baseline'))} | "
+            f"{_fmt_m(row.get('baseline'))} | {sp} | {mr} | {_note(row)} |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="toy sizes (CI smoke test)")
+    ap.add_argument("--cases", nargs="+", metavar="NAME", help="case or group names (default: all but tune)")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--md", help="also write the markdown table here")
+    ap.add_argument("--k", type=int, default=K_NEIGHBOURS, help="neighbours (default 10)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None, help="torch / FAISS threads in every child (default: all cores)")
+    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per measurement before it is killed")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="timed calls per measurement, the minimum is reported (default 1; tune-16k 3)")
+    ap.add_argument("--dense-max-gb", type=float, default=16.0, help="skip a baseline whose estimated memory exceeds this")
+    args = ap.parse_args(argv)
+
+    cases = build_cases(args.quick, args.k, args.seed)
+    if args.list:
+        for c in cases:
+            print(f"{c.name:24s} {c.group:10s} {c.label}")
+        return 0
+    chosen = select_cases(cases, args.cases)
+    if args.repeat:
+        for c in chosen:
+            c.params["repeat"] = args.repeat
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    info = machine_info(args.threads)
+    log(
+        f"device: torch {info.get('torch_device')}, kNN backend {info.get('knn_backend')}, "
+        f"{info['cpu']} × {info['cpu_count']} ({info['threads']} threads), load {info['load_avg_start'][0]:.2f}"
+    )
+    rows = []
+    result = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+              "machine": info, "method": __doc__.split("Method\n------\n", 1)[1].strip(), "cases": rows}
+    for case in chosen:
+        rows.append(run_case(case, args.threads, args.timeout, args.dense_max_gb, log))
+        _relative_to_first(rows)
+        if args.out:  # keep what is done if a later case is interrupted
+            info["load_avg_end"] = list(os.getloadavg())
+            Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    info["load_avg_end"] = list(os.getloadavg())
+    table = markdown_table(rows)
+    print(f"device: {info.get('torch_device')} (kNN backend {info.get('knn_backend')}); {info['cpu']}, "
+          f"{info['threads']} threads; load average {info['load_avg_start'][0]:.2f} at start, "
+          f"{info['load_avg_end'][0]:.2f} at end\n")
+    print(table)
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    if args.md:
+        Path(args.md).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
