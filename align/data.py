@@ -47,7 +47,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from align.checkpoint import atomic_write_bytes
-from align.validation import as_matrix, check_positive_int
+from align.validation import as_matrix, check_positive_int, check_texts
 
 __all__ = [
     "load_corpus",
@@ -321,16 +321,7 @@ def embed_corpus(
     if texts is None:
         all_texts, lo, hi, label = _corpus_bounds(corpus, n, start)
     else:
-        if isinstance(texts, np.ndarray) and texts.ndim == 1:
-            texts = texts.tolist()
-        if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}")
-        if len(texts) == 0:
-            raise ValueError("texts is empty; pass at least one text")
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-        if bad:
-            raise ValueError(f"texts[{bad[0]}] is empty or not a string ({len(bad)} such entries); every text must be non-empty")
-        all_texts, label = list(texts), "texts"
+        all_texts, label = check_texts(texts), "texts"
         start = check_positive_int(start, "start", minimum=0)
         lo, hi = start, len(all_texts) if n is None else start + check_positive_int(n, "n")
         if lo >= len(all_texts) or hi > len(all_texts):

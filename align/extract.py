@@ -43,7 +43,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from align.validation import check_choice, check_positive_int
+from align.validation import check_choice, check_positive_int, check_texts
 
 __all__ = [
     "ENCODERS",
@@ -310,13 +310,7 @@ def encode(
     No cache: use :func:`align.embed_corpus` for large or repeated jobs.
     """
     spec = get_encoder_spec(encoder)
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}")
-    if len(texts) == 0:
-        raise ValueError("texts is empty; pass at least one text")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise ValueError(f"texts[{bad[0]}] is empty or not a string ({len(bad)} such entries)")
+    texts = check_texts(texts)
     batch_size = check_positive_int(batch_size, "batch_size")
     model = load_encoder(spec.name, device)
     emb = model.encode(

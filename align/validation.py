@@ -21,6 +21,7 @@ __all__ = [
     "check_choice",
     "check_nonconstant_columns",
     "check_nonzero_rows",
+    "check_texts",
     "to_numpy",
 ]
 
@@ -158,3 +159,19 @@ def check_nonzero_rows(X: np.ndarray, name: str = "X") -> None:
             f"{name} has {zero.size} all-zero row(s) (first: {int(zero[0])}); cosine similarity "
             "is undefined for them: drop them or use metric='ip'"
         )
+
+
+def check_texts(texts: Any, name: str = "texts") -> list:
+    """A non-empty list of non-blank strings (a 1-D numpy array of strings is accepted)."""
+    if isinstance(texts, np.ndarray) and texts.ndim == 1:
+        texts = texts.tolist()
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise ValueError(f"{name} must be a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise ValueError(f"{name} is empty; pass at least one text")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise ValueError(
+            f"{name}[{bad[0]}] is empty or not a string ({len(bad)} such entries); every text must be non-empty"
+        )
+    return list(texts)
