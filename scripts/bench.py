@@ -34,6 +34,8 @@ Cases (``--cases`` takes case names or group names):
   mutual kNN as it is now vs the proposed float32 pipeline (``proto_mutual_knn``)
   with FAISS or the symmetric prototype, beside one n×n×d product. Speed-up and
   memory ratio of tuning rows are relative to the first row of their case.
+  ``tune-rr-{16k,100k}``: the same variants timed round robin in one process
+  (fairer on a shared machine; times only).
 
 A case whose module does not exist yet is reported as skipped, not an error.
 
@@ -298,27 +300,58 @@ def gemm_block_rows(n: int, budget_bytes: int = 1 << 30) -> int:
     return int(max(1, min(n, budget_bytes // (4 * n))))
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_matmul_lib(d: int = D_MODEL) -> str:
+    """'numpy' or 'torch': whichever float32 GEMM (numpy's OpenBLAS, torch's MKL)
+    computes a 2048×d by d×4096 product faster on this CPU, best of 3 tries each
+    (on AMD CPUs MKL is often the slower one). Probed once per process."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((2048, d), dtype=np.float32)
+    B = rng.standard_normal((4096, d), dtype=np.float32)
+    out = np.empty((2048, 4096), dtype=np.float32)
+    At, Bt, outt = torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(out)
+    best: Dict[str, float] = {}
+    for lib in ("numpy", "torch") * 3:
+        t0 = time.perf_counter()
+        if lib == "numpy":
+            np.matmul(A, B.T, out=out)
+        else:
+            torch.mm(At, Bt.T, out=outt)
+        best[lib] = min(best.get(lib, math.inf), time.perf_counter() - t0)
+    return min(best, key=best.get)
+
+
 def _gemm():
-    """One n×n×d float32 product X Xᵀ (torch.mm), in row blocks into a reused buffer."""
+    """One n×n×d float32 product X Xᵀ, in row blocks into a reused buffer, with the
+    faster of numpy / torch on the CPU (probed on one block first), torch on CUDA."""
 
     def setup(p):
         torch, dev = _torch()
         X, _ = _mknn_setup(p)
-        Xt = torch.from_numpy(X).to(dev)
         b = gemm_block_rows(p["n"])
-        return Xt, torch.empty((b, p["n"]), dtype=torch.float32, device=dev), dev
+        lib = cpu_matmul_lib(p["d"]) if dev.type == "cpu" else "torch"
+        Xt = torch.from_numpy(X).to(dev)
+        return Xt, torch.empty((b, p["n"]), dtype=torch.float32, device=dev), dev, lib
 
     def run(inp, p):
         import torch
 
-        Xt, buf, dev = inp
+        Xt, buf, dev, lib = inp
         n, b = Xt.shape[0], buf.shape[0]
+        if lib == "numpy":
+            X, out = Xt.numpy(), buf.numpy()
+            for s in range(0, n, b):
+                e = min(n, s + b)
+                np.matmul(X[s:e], X.T, out=out[: e - s])
+            return "numpy (OpenBLAS)"
         with torch.no_grad():
             for s in range(0, n, b):
                 e = min(n, s + b)
                 torch.mm(Xt[s:e], Xt.T, out=buf[: e - s])
         _sync(dev)
-        return None
+        return f"torch.mm ({dev.type})"
 
     return setup, run
 
@@ -654,10 +687,18 @@ def sym_self_knn(X: np.ndarray, k: int, block: int = 4096):
             best_v[s : s + block, :m], best_i[s : s + block, :m] = v.cpu().numpy(), i.cpu().numpy() + s
             thr[s : s + block] = best_v[s : s + block].min(axis=1)
         thr_dev = torch.from_numpy(thr).to(dev)  # shares memory on the CPU
+        on_cpu = dev.type == "cpu"
+        use_np = on_cpu and cpu_matmul_lib(X.shape[1]) == "numpy"
+        buf = np.empty((block, block), dtype=np.float32) if use_np else None
         for s in range(0, n, block):
             Xs = Xt[s : s + block]
             for t in range(s + block, n, block):
-                S = Xs @ Xt[t : t + block].T
+                if use_np:  # numpy's OpenBLAS beats torch's MKL on some CPUs (AMD)
+                    bs, bt = min(block, n - s), min(block, n - t)
+                    np.matmul(X[s : s + bs], X[t : t + bt].T, out=buf[:bs, :bt])
+                    S = torch.from_numpy(buf[:bs, :bt])
+                else:
+                    S = Xs @ Xt[t : t + block].T
                 for side in (0, 1):  # 0: rows of block I; 1: rows of block J (Sᵀ)
                     th = thr_dev[s : s + block, None] if side == 0 else thr_dev[None, t : t + block]
                     r, c = torch.nonzero(S > th, as_tuple=True)
@@ -725,7 +766,7 @@ def proto_mutual_knn(X: Any, Y: Any, k: int, engine: str = "faiss") -> float:
         if engine == "sym":
             lists.append(sym_self_knn(An, k)[1])
         else:
-            lists.append(proto_faiss_self_knn(An, k)[1])
+            lists.append(proto_faiss_self_knn(An, k, dbbs=4096)[1])
         del An
     return float(_row_overlap(lists[0], lists[1]).mean() / k)
 
@@ -742,7 +783,7 @@ TUNE_VARIANTS: Dict[str, Dict[str, Any]] = {
     "faiss.knn, block 16384, FAISS db tile 4096": {"kind": "space", "proto": "faiss", "block": 16384, "dbbs": 4096},
     "symmetric torch prototype, block 4096": {"kind": "space", "proto": "sym", "block": 4096},
     "align.mutual_knn (now)": {"kind": "mknn"},
-    "proposed mutual_knn: float32, faiss.knn": {"kind": "mknn", "proto": "faiss"},
+    "proposed mutual_knn: float32, faiss.knn, db tile 4096": {"kind": "mknn", "proto": "faiss"},
     "proposed mutual_knn: float32, symmetric torch": {"kind": "mknn", "proto": "sym"},
 }
 
@@ -799,6 +840,56 @@ def _faiss_subset(X: np.ndarray, nq: int, k: int, cfg: Dict[str, Any]):
     finally:
         f.cvar.distance_compute_blas_database_bs = old
     return None
+
+
+RR_PRODUCT = "one product X[:nq] Xᵀ (torch.mm)"
+
+
+def _tune_rr():
+    """All TUNE_VARIANTS (and one product X[:nq] Xᵀ) timed in ONE process, round
+    robin, ``rounds`` times: on a shared machine, load changes over minutes, so
+    variants compared within each round see the same conditions. Reports the least
+    and the median time of each; memory comes from the separate tune rows."""
+    from align.knn import normalize_rows
+
+    def setup(p):
+        X, Y = paired_data(p["n"], p["d"], p["seed"])
+        return X, Y, np.ascontiguousarray(normalize_rows(X), dtype=np.float32)
+
+    def run(inp, p):
+        import torch
+
+        X, Y, Xn = inp
+        nq = p.get("queries") or X.shape[0]
+        funcs: Dict[str, Callable[[], Any]] = {}
+        Xt = torch.from_numpy(Xn)
+        b = gemm_block_rows(X.shape[0])
+
+        def gemm():
+            buf = torch.empty((b, X.shape[0]))
+            for s in range(0, nq, b):
+                torch.mm(Xt[s : min(nq, s + b)], Xt.T, out=buf[: min(nq, s + b) - s])
+
+        funcs[RR_PRODUCT] = gemm
+        for variant, cfg in TUNE_VARIANTS.items():
+            if cfg["kind"] == "mknn" and nq != X.shape[0]:
+                continue
+            if cfg.get("proto") == "sym" and nq != X.shape[0]:
+                continue
+            if "threads" in cfg:
+                continue  # changing the thread pool inside one process disturbs the rest
+            _, r = _tune(variant)
+            arg = (X, Y) if cfg["kind"] == "mknn" else Xn
+            funcs[variant] = functools.partial(r, arg, p)
+        times: Dict[str, List[float]] = {name: [] for name in funcs}
+        for _ in range(int(p.get("rounds", 3))):
+            for name, f in funcs.items():
+                t0 = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - t0)
+        return {name: {"min": min(t), "median": float(np.median(t)), "times": t} for name, t in times.items()}
+
+    return setup, run
 
 
 # ---------------------------------------------------------------------------
@@ -872,6 +963,11 @@ def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
                 # the first two-space row also times one n×n×d product for the others
                 gemm=cfg["kind"] == "mknn" and variant == next(v for v, c in TUNE_VARIANTS.items() if c["kind"] == "mknn"),
             ))
+    for n, nq, rounds in ([(2000, None, 2)] if quick else [(16000, None, 5), (100000, 8192, 2)]):
+        cases.append(Case(
+            f"tune-rr-{_size(n)}", "tune", {**base, "n": n, "queries": nq, "rounds": rounds, "repeat": 1},
+            _tune_rr, label="round robin: all variants in one process",
+        ))
     return cases
 
 
@@ -1128,7 +1224,7 @@ def _relative_to_first(rows: List[Dict[str, Any]]) -> None:
     (the engine as it is now)."""
     first: Dict[str, Dict[str, Any]] = {}
     for row in rows:
-        if row["group"] != "tune":
+        if row["group"] != "tune" or row["case"].startswith("tune-rr"):
             continue
         ref = first.setdefault(row["case"], row)
         row["baseline_label"] = f"vs row 1 of {row['case']}"
@@ -1154,8 +1250,10 @@ def _note(row: Dict[str, Any]) -> str:
         if r and r["status"] in ("skipped", "error", "timeout"):
             parts.append(f"{side}: {r['status']} ({r.get('reason', '')})")
     if row.get("gemm_gflops"):
+        lib = row["gemm"].get("value")
         parts.append(
-            f"GEMM {_fmt_t(row['gemm'])} ({row['gemm_gflops']:.0f} GFLOP/s); kNN = {row['knn_over_gemm']:.2f}× GEMM"
+            f"GEMM{' by ' + lib if isinstance(lib, str) else ''} {_fmt_t(row['gemm'])} ({row['gemm_gflops']:.0f} GFLOP/s);"
+            f" kNN = {row['knn_over_gemm']:.2f}× GEMM"
             f" ({100 * row['knn_gemm_fraction']:.0f}% of GEMM rate)"
         )
     elif row.get("gemm") and row["gemm"]["status"] != "ok":
@@ -1172,11 +1270,16 @@ def _note(row: Dict[str, Any]) -> str:
     if row.get("extrapolated_full_s"):
         parts.append(f"{row['params']['queries']} of {row['params']['n']} queries; full ≈ {row['extrapolated_full_s']:.0f} s")
     a, b = _get(row.get("reptrans"), "value"), _get(row.get("baseline"), "value")
+    if row["case"].startswith("tune-rr") and isinstance(a, dict):
+        parts.append("times in the round-robin table below")
+        a = None
     agree = _values_agree(a, b)
     if agree:
         parts.append(agree)
     elif isinstance(a, float):
         parts.append(f"value {a:.6g}")
+    elif isinstance(a, dict):
+        parts.append("values " + ", ".join(f"{key} {v:.4g}" for key, v in a.items() if key in ("top1", "mean_rank", "mean_cos", "foscttm", "mutual_knn")))
     r = row.get("reptrans") or {}
     if r.get("note"):
         parts.append(r["note"])
@@ -1210,6 +1313,27 @@ def markdown_table(rows: List[Dict[str, Any]]) -> str:
             f"{_fmt_m(row['reptrans'])} | {row.get('baseline_label', '—')} | {_fmt_t(row.get('baseline'))} | "
             f"{_fmt_m(row.get('baseline'))} | {sp} | {mr} | {_note(row)} |"
         )
+    return "\n".join(out)
+
+
+def round_robin_tables(rows: List[Dict[str, Any]]) -> str:
+    out = []
+    for row in rows:
+        v = _get(row.get("reptrans"), "value")
+        if not row["case"].startswith("tune-rr") or not isinstance(v, dict):
+            continue
+        p = row["params"]
+        ref = v.get(RR_PRODUCT, {}).get("min")
+        nq = p.get("queries") or p["n"]
+        out += [
+            f"\n{row['case']}: n={p['n']}, d={p['d']}, k={p['k']}, {nq} queries, {p['rounds']} rounds in one process "
+            f"(load {row['reptrans']['load_avg'][0]:.1f} at the end)\n",
+            "| variant | least time | median | least / product |",
+            "|---|---|---|---|",
+        ]
+        for name, t in v.items():
+            rel = f"{t['min'] / ref:.2f}×" if ref else "—"
+            out.append(f"| {name} | {t['min']:.3g} s | {t['median']:.3g} s | {rel} |")
     return "\n".join(out)
 
 
@@ -1255,6 +1379,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     info["load_avg_end"] = list(os.getloadavg())
     table = markdown_table(rows)
+    rr = round_robin_tables(rows)
+    if rr:
+        table += "\n" + rr
     print(f"device: {info.get('torch_device')} (kNN backend {info.get('knn_backend')}); {info['cpu']}, "
           f"{info['threads']} threads; load average {info['load_avg_start'][0]:.2f} at start, "
           f"{info['load_avg_end'][0]:.2f} at end\n")

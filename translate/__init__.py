@@ -1,6 +1,6 @@
 """reptrans.translate: map one embedding space into another, with or without pairs.
 
-Names are loaded lazily (PEP 562), as in :mod:`align`.
+Names are loaded lazily (PEP 562), as in :mod:`align`, except ``evaluate`` (see below).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ _EXPORTS = {
     "load": "translate.base",
     "Procrustes": "translate.paired",
     "Linear": "translate.paired",
+    "Isometric": "translate.isometric",
     "Vec2Vec": "translate.vec2vec",
     "CycleGAN": "translate.vec2vec",
     "evaluate": "translate.evaluate",
@@ -20,6 +21,10 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+# ``translate.evaluate`` is both a submodule and a function; importing the submodule
+# (``from translate.evaluate import ...``) would bind the module over the lazy name.
+from .evaluate import evaluate, unpaired_diagnostic  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:

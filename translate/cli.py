@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-METHODS = ("procrustes", "linear", "vec2vec", "cyclegan")
+METHODS = ("procrustes", "linear", "isometric", "vec2vec", "cyclegan")
 
 
 def _load_npy(path: str, name: str) -> np.ndarray:
@@ -83,6 +83,7 @@ def _make_translator(method: str, seed: int, params: Dict[str, Any]):
     cls = {
         "procrustes": "Procrustes",
         "linear": "Linear",
+        "isometric": "Isometric",
         "vec2vec": "Vec2Vec",
         "cyclegan": "CycleGAN",
     }[method]
@@ -146,8 +147,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from translate.demo import run_demo
 
     run_demo(
-        n_pairs=args.n_pairs,
+        n_per_side=args.n_per_side,
         n_test=args.n_test,
+        n_metric=args.n_metric,
         seed=args.seed,
         out_dir=args.out,
         source=args.source_encoder,
@@ -197,9 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", default=None)
     c.set_defaults(func=cmd_compare)
 
-    d = sub.add_parser("demo", help="minilm vs mpnet on WordNet: every fast metric, and the paired translation ceiling")
-    d.add_argument("--n-pairs", type=int, default=2000, help="texts embedded by both encoders (metrics, oracle fit)")
+    d = sub.add_parser("demo", help="minilm -> mpnet on disjoint WordNet texts: unpaired isometric translation, "
+                       "beside identity and the paired oracle; every fast metric")
+    d.add_argument("--n-per-side", type=int, default=11500, help="texts per side, none in common")
     d.add_argument("--n-test", type=int, default=1000, help="held-out pairs (the candidate pool)")
+    d.add_argument("--n-metric", type=int, default=2000, help="paired texts for the alignment metrics")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--source-encoder", default="minilm")
     d.add_argument("--target-encoder", default="mpnet")

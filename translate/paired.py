@@ -3,10 +3,13 @@ that the unpaired translators (:mod:`translate.isometric`, :mod:`translate.vec2v
 are measured against.
 
 - :class:`Procrustes` -- orthogonal Procrustes (Schönemann 1966): with centred
-  rows, ``W = argmin_{WᵀW = I} ||X W - Y||_F = U Vᵀ`` where ``U Σ Vᵀ = Xᵀ Y``
-  (thin SVD). When the widths differ, ``W`` is *semi-orthogonal*: d_a > d_b gives
-  orthonormal columns (``WᵀW = I``, a projection followed by a rotation), d_a < d_b
-  gives orthonormal rows (``W Wᵀ = I``, an isometric embedding of A into B).
+  rows, ``W = U Vᵀ`` where ``U Σ Vᵀ = Xᵀ Y`` (thin SVD), the maximiser of
+  ``tr(Wᵀ XᵀY)`` over (semi-)orthogonal W. When d_a <= d_b (orthonormal rows,
+  ``W Wᵀ = I``, an isometric embedding of A into B) ``||XW||`` does not depend on
+  W and this is also ``argmin ||X W - Y||_F``. When d_a > d_b (orthonormal
+  columns, ``WᵀW = I``: a projection followed by a rotation) it is not: the
+  least-squares projection would also depend on how much of X each direction
+  keeps, which an unpaired isometry cannot know either, so both use the polar factor.
   Optionally the least-squares isotropic scale ``s = tr Σ / ||X||²_F`` (the
   "extended" Procrustes of Schönemann & Carroll 1970).
 - :class:`Linear` -- ridge regression ``W = (XᵀX + α I)⁻¹ XᵀY`` on centred rows.
@@ -28,6 +31,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from align.device import one_blas_thread
+
 from .base import Translator
 
 __all__ = ["Procrustes", "Linear", "orthogonal_procrustes"]
@@ -47,8 +52,9 @@ def orthogonal_procrustes(M: np.ndarray) -> np.ndarray:
     orthonormal columns when d_a >= d_b, orthonormal rows otherwise.
     Computed in float64 (the SVD of a float32 cross-covariance loses orthogonality).
     """
-    U, _, Vt = np.linalg.svd(np.asarray(M, dtype=np.float64), full_matrices=False)
-    return U @ Vt
+    with one_blas_thread():
+        U, _, Vt = np.linalg.svd(np.asarray(M, dtype=np.float64), full_matrices=False)
+        return U @ Vt
 
 
 class _SpacePrep:

@@ -1,0 +1,528 @@
+"""translate: evaluate against hand-computed values, the unpaired diagnostic,
+the paired oracles (Procrustes, Linear) as exact solvers, and the unpaired
+Isometric translator (recovery, determinism, persistence, bad input, CLI).
+
+Isometric synthetic data. A centred anisotropic *Gaussian* cannot be used to
+test unpaired recovery: it is invariant under a sign flip of any principal axis,
+so every ``W = D Q`` (D = diag(±1)) maps X's distribution onto Y's and no method
+without pairs can tell them apart (held-out top-1 would be near 0 whatever the
+method). The data here are a mixture of 100 anisotropic clusters (centres and
+spread both scaled geometrically from 1 to 0.05 per dimension), whose only
+symmetry is the identity; Y = X' Q + noise for *other* rows X' of the same
+mixture (no pairs), noise σ = 0.1 × the RMS coordinate of X' Q.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+
+import translate
+from align.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_artifact, save_artifact
+
+from translate.evaluate import evaluate, unpaired_diagnostic  # noqa: E402
+from translate.isometric import Isometric  # noqa: E402
+from translate.paired import Linear, Procrustes  # noqa: E402
+
+ISO = dict(progress=False)
+
+
+def _orth(rng, d_a, d_b):
+    """(d_a, d_b): orthonormal columns when d_a >= d_b, orthonormal rows otherwise."""
+    Q, _ = np.linalg.qr(rng.standard_normal((max(d_a, d_b), min(d_a, d_b))))
+    return Q if d_a >= d_b else Q.T
+
+
+# ---------------------------------------------------------------------------
+# evaluate: hand-computed values
+
+
+def test_evaluate_hand_computed_with_ties():
+    # Y_true: the four unit vectors at 0, 90, 180, 270 degrees.
+    Yt = np.array([[1, 0], [0, 1], [-1, 0], [0, -1]], np.float32)
+    Yh = np.array([[1, 0], [1, 0], [1, 1], [0.6, -0.8]], np.float32)
+    # cos(ŷ_i, y_j):
+    #   row 0: [1, 0, -1, 0]            s_00 = 1     -> nothing >= 1 but itself: rank 1
+    #   row 1: [1, 0, -1, 0]            s_11 = 0     -> y_0 (1) better, y_3 (0) ties: rank 3
+    #   row 2: [.71, .71, -.71, -.71]   s_22 = -.71  -> all three others >= (y_3 ties): rank 4
+    #   row 3: [.6, -.8, -.6, .8]       s_33 = .8    -> rank 1
+    # Ties count against the translation: row 1 would be rank 2 and row 2 rank 3 otherwise.
+    r = evaluate(Yh, Yt)
+    ranks = np.array([1, 3, 4, 1])
+    assert r["pool"] == 4
+    assert r["top1"] == 0.5
+    assert r["top5"] == 1.0  # pool < 5: every rank is <= 5
+    assert r["mean_rank"] == pytest.approx(ranks.mean())  # 2.25
+    assert r["median_rank"] == pytest.approx(2.0)
+    assert r["mean_cos"] == pytest.approx((1 + 0 - math.sqrt(0.5) + 0.8) / 4, abs=1e-6)
+    assert r["foscttm"] == pytest.approx(np.mean((ranks - 1) / 3))  # 5/12
+    assert r["k"] == 3  # k=10 clipped to n - 1
+    assert r["mutual_knn"] == pytest.approx(1.0)  # k = n - 1: every neighbour set is "all the others"
+
+
+def test_evaluate_constant_translation_is_chance_not_rank_n():
+    """Six targets at 0, 30, ..., 150 degrees; every ŷ_i = (1, 0). s_ij does not
+    depend on i, so rank_i is the position of cos(0°→y_i) in the sorted list: 1..6.
+    (The module docstring says "a constant output gets rank n, never 1"; by its own
+    formula a constant output gets chance-level ranks, and rank n only for ties.)"""
+    ang = np.deg2rad(np.arange(0, 180, 30))
+    Yt = np.stack([np.cos(ang), np.sin(ang)], 1).astype(np.float32)
+    Yh = np.tile(np.array([[1.0, 0.0]], np.float32), (6, 1))
+    r = evaluate(Yh, Yt)
+    assert r["top1"] == pytest.approx(1 / 6)
+    assert r["top5"] == pytest.approx(5 / 6)
+    assert r["mean_rank"] == pytest.approx(3.5) and r["median_rank"] == pytest.approx(3.5)
+    assert r["foscttm"] == pytest.approx(0.5)
+    assert r["mean_cos"] == pytest.approx(np.cos(ang).mean(), abs=1e-6)  # = 1/6
+    # all-tied similarities (constant *targets*): every rank is n, pessimistically
+    r = evaluate(Yt, np.tile(Yt[:1], (6, 1)))
+    assert r["top1"] == 0.0 and r["mean_rank"] == 6.0 and r["foscttm"] == 1.0
+
+
+def test_evaluate_perfect_and_scale_invariant():
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((300, 16)).astype(np.float32)
+    r = evaluate(Y, Y)
+    assert r["top1"] == 1.0 and r["top5"] == 1.0
+    assert r["mean_rank"] == 1.0 and r["median_rank"] == 1.0 and r["foscttm"] == 0.0
+    assert r["mean_cos"] == pytest.approx(1.0, abs=1e-5) and r["mutual_knn"] == pytest.approx(1.0)
+    # cosine throughout: positive per-row rescaling changes nothing
+    s = rng.uniform(0.1, 10, size=(300, 1)).astype(np.float32)
+    assert evaluate(Y * s, Y) == pytest.approx(r)
+
+
+def test_evaluate_chance_level():
+    """Independent rows: given (ŷ_i, y_i), each other y_j beats y_i with probability
+    U_i, and U_i ~ Uniform(0, 1) over i, so (rank_i - 1)/(n - 1) ≈ U_i and foscttm is a
+    mean of 1000 uniforms: sd = sqrt(1/12/1000) ≈ 0.009; 0.05 is over 5 sd. top-1 is
+    about Binomial(1000, 1/1000) (mean 1): 10 or more hits has probability < 1e-7."""
+    rng = np.random.default_rng(1)
+    Yh = rng.standard_normal((1000, 32)).astype(np.float32)
+    Yt = rng.standard_normal((1000, 32)).astype(np.float32)
+    r = evaluate(Yh, Yt)
+    assert r["pool"] == 1000
+    assert r["top1"] < 0.01
+    assert abs(r["foscttm"] - 0.5) < 0.05
+    assert abs(r["mean_rank"] - 500.5) < 50
+    assert abs(r["mean_cos"]) < 0.02
+
+
+# ---------------------------------------------------------------------------
+# unpaired_diagnostic
+
+
+def test_unpaired_diagnostic_rises_with_top1():
+    """Ŷ = (X Q) R_t with R_t = exp(t A) a rotation of angle up to t (A skew, ||A||=1),
+    scored against *other* rows of the target space. The data are anisotropic, so a
+    rotation moves translated rows off the target's distribution; the score must fall
+    as the translation gets worse, and order translations the way top-1 does."""
+    from scipy.linalg import expm
+
+    rng = np.random.default_rng(0)
+    d, n = 32, 1000
+    scales = np.geomspace(1, 0.05, d)
+    Q = _orth(rng, d, d)
+    Y_true = (rng.standard_normal((n, d)) * scales) @ Q
+    Y_other = (rng.standard_normal((n, d)) * scales) @ Q  # unpaired target rows
+    A = rng.standard_normal((d, d))
+    A = (A - A.T) / 2
+    A /= np.linalg.norm(A, 2)
+    ts = [0.0, 0.8, 1.2, 1.6, 2.0, 2.5]
+    top1, score = [], []
+    for t in ts:
+        Yh = Y_true @ expm(t * A)
+        top1.append(evaluate(Yh, Y_true)["top1"])
+        score.append(unpaired_diagnostic(Yh, Y_other)["score"])
+    assert top1[0] == 1.0 and top1[-1] < 0.2
+    assert all(a >= b for a, b in zip(top1, top1[1:])), top1
+    assert all(a > b for a, b in zip(score, score[1:])), score  # strictly falling with t
+    for i in range(len(ts)):
+        for j in range(len(ts)):
+            if top1[i] > top1[j]:
+                assert score[i] > score[j], (ts[i], ts[j], top1, score)
+
+    correct = unpaired_diagnostic(Y_true, Y_other)
+    collapsed = Y_true.mean(0) + 1e-3 * rng.standard_normal((n, d))  # every row ~ the same point
+    bad = unpaired_diagnostic(collapsed, Y_other)
+    assert bad["score"] < correct["score"]
+    assert bad["coverage"] < 0.02 < 0.3 < correct["coverage"]
+    assert bad["mutual_nn"] < 0.02 < correct["mutual_nn"]
+    assert correct["nn_density"] == pytest.approx(correct["self_density"], abs=0.02)
+
+
+def test_unpaired_diagnostic_row_counts_may_differ_widths_may_not():
+    rng = np.random.default_rng(0)
+    r = unpaired_diagnostic(rng.standard_normal((30, 5)), rng.standard_normal((7, 5)), k=10)
+    assert r["k"] == 7 and 0 < r["coverage"] <= 1
+    with pytest.raises(ValueError, match="same width"):
+        unpaired_diagnostic(rng.standard_normal((30, 5)), rng.standard_normal((30, 6)))
+
+
+# ---------------------------------------------------------------------------
+# paired oracles
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("d_a, d_b", [(8, 8), (6, 10)])
+@pytest.mark.parametrize("s", [1.0, 2.5])
+def test_procrustes_recovers_orthogonal_map(d_a, d_b, s):
+    """Y = s X Q + c: centring removes c, W = Q exactly (orthonormal rows when
+    d_a < d_b), scale_ = s; transform(x) = s (x - mean_a) Q + mean_b = s x Q + c."""
+    rng = np.random.default_rng(d_a + d_b)
+    scales = np.linspace(0.5, 3, d_a)
+    X = rng.standard_normal((200, d_a)) * scales
+    Q, c = _orth(rng, d_a, d_b), rng.standard_normal(d_b)
+    m = Procrustes().fit(X, s * X @ Q + c)
+    np.testing.assert_allclose(m.W_, Q, atol=1e-5)
+    assert m.scale_ == pytest.approx(s, rel=1e-5)
+    Xn = rng.standard_normal((50, d_a)) * scales
+    assert _rel(m.transform(Xn), s * Xn @ Q + c) < 1e-4
+    assert m.transform(Xn).shape == (50, d_b)
+
+
+def test_procrustes_wider_source_isometric_embedding():
+    """d_a > d_b with A's rows in the d_b-dim column space of Q (X = Z Qᵀ, Y = Z = X Q):
+    W = Q exactly (orthonormal columns), so transform(x) = x Q for *any* new x."""
+    rng = np.random.default_rng(3)
+    d_a, d_b = 10, 6
+    Q = _orth(rng, d_a, d_b)
+    Z = rng.standard_normal((200, d_b)) * np.linspace(0.5, 3, d_b) + rng.standard_normal(d_b)
+    m = Procrustes().fit(Z @ Q.T, Z)
+    np.testing.assert_allclose(m.W_.T @ m.W_, np.eye(d_b), atol=1e-5)
+    np.testing.assert_allclose(m.W_, Q, atol=1e-5)
+    Xn = rng.standard_normal((50, d_a))
+    assert _rel(m.transform(Xn), Xn @ Q) < 1e-4
+
+
+def test_procrustes_wider_source_is_the_polar_factor_as_documented():
+    # d_a > d_b: the documented W maximises tr(Wᵀ XᵀY) over semi-orthogonal W,
+    # which is not the least-squares argmin (paired.py module docstring).
+    rng = np.random.default_rng(3)
+    d_a, d_b = 10, 6
+    X = rng.standard_normal((200, d_a)) * np.linspace(0.5, 3, d_a)
+    Y = X @ _orth(rng, d_a, d_b)
+    m = Procrustes().fit(X, Y)
+    M = (X - X.mean(0)).T @ (Y - Y.mean(0))
+    best = np.trace(m.W_.T.astype(np.float64) @ M)
+    np.testing.assert_allclose(best, np.linalg.svd(M, compute_uv=False).sum(), rtol=1e-5)
+    for _ in range(20):
+        assert np.trace(_orth(rng, d_a, d_b).T @ M) <= best
+
+
+@pytest.mark.parametrize("d_a, d_b", [(6, 10), (10, 6), (8, 8)])
+def test_linear_recovers_general_map(d_a, d_b):
+    rng = np.random.default_rng(10 * d_a + d_b)
+    X = rng.standard_normal((300, d_a)) * np.linspace(0.5, 3, d_a)
+    A = rng.standard_normal((d_a, d_b))  # neither orthogonal nor square
+    c = rng.standard_normal(d_b)
+    m = Linear(alpha=1e-8).fit(X, X @ A + c)
+    np.testing.assert_allclose(m.W_, A, atol=1e-4)
+    Xn = rng.standard_normal((40, d_a))
+    assert _rel(m.transform(Xn), Xn @ A + c) < 1e-4
+    # Procrustes cannot fit a shear: the isometry's error is far above the ridge's
+    p = Procrustes().fit(X, X @ A + c)
+    assert _rel(p.transform(Xn), Xn @ A + c) > 100 * _rel(m.transform(Xn), Xn @ A + c)
+
+
+# ---------------------------------------------------------------------------
+# Isometric: synthetic recovery
+
+
+def _clustered(rng, n, centres, scales, spread=0.3):
+    lab = rng.integers(len(centres), size=n)
+    return centres[lab] + spread * rng.standard_normal((n, len(scales))) * scales
+
+
+def iso_data(d_a, d_b, seed=0, n=1500, n_test=500, sigma=0.1, k=100):
+    """Unpaired (X, Y) and held-out pairs (X_test, X_test Q); see the module docstring."""
+    rng = np.random.default_rng(seed)
+    scales = np.geomspace(1, 0.05, d_a)
+    centres = rng.standard_normal((k, d_a)) * scales
+    Q = _orth(rng, d_a, d_b)
+    X = _clustered(rng, n, centres, scales)
+    Y = _clustered(rng, n, centres, scales) @ Q  # other rows: no pairs
+    Y = Y + sigma * np.sqrt(np.mean(Y**2)) * rng.standard_normal(Y.shape)
+    Xt = _clustered(rng, n_test, centres, scales)
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    return f32(X), f32(Y), f32(Xt), f32(Xt @ Q), Q
+
+
+@pytest.fixture(scope="module")
+def iso32():
+    X, Y, Xt, Yt, Q = iso_data(32, 32)
+    return Isometric(seed=0, **ISO).fit(X, Y), Xt, Yt, Q
+
+
+def test_isometric_recovers_rotation_without_pairs(iso32):
+    m, Xt, Yt, Q = iso32
+    r = evaluate(m.transform(Xt), Yt)
+    assert r["pool"] == 500 and r["top1"] == 1.0
+    assert m.restarts_[m.chosen_restart_]["success"] is True
+    assert any(res["agrees_with"] is not None for res in m.restarts_)  # confirmed by a second restart
+    assert m.W_.shape == (32, 32)
+    np.testing.assert_allclose(m.W_ @ m.W_.T, np.eye(32), atol=1e-4)  # orthogonal
+    assert np.abs(m.W_ - Q).max() < 0.1
+    assert any("restart" in e for e in m.history_)
+    assert any(e.get("stage") == "polish" for e in m.history_)
+
+
+def _check_semi_orthogonal(m, d_a, d_b):
+    assert m.W_.shape == (d_a, d_b)
+    WW = m.W_ @ m.W_.T if d_a <= d_b else m.W_.T @ m.W_
+    np.testing.assert_allclose(WW, np.eye(min(d_a, d_b)), atol=1e-4)
+
+
+def test_isometric_narrow_to_wide_recovery():
+    """d_a < d_b: A embeds isometrically into B (W with orthonormal rows)."""
+    X, Y, Xt, Yt, _ = iso_data(24, 32)
+    m = Isometric(seed=0, **ISO).fit(X, Y)
+    _check_semi_orthogonal(m, 24, 32)
+    assert m.restarts_[m.chosen_restart_]["success"] is True
+    assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
+
+
+def test_isometric_wide_to_narrow_is_recovered_or_flagged():
+    # 32 -> 24 with 1000 rows per side is not always recovered; a wrong map must then be flagged.
+    X, Y, Xt, Yt, _ = iso_data(32, 24, n=1000)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RuntimeWarning)
+        m = Isometric(seed=0, **ISO).fit(X, Y)
+    _check_semi_orthogonal(m, 32, 24)
+    warned = any("no two of" in str(w.message) for w in caught)
+    top1 = evaluate(m.transform(Xt), Yt)["top1"]
+    assert top1 >= 0.99 or warned, f"top-1 {top1} and no warning"
+    assert warned == (m.restarts_[-1]["agrees_with"] is None)
+
+
+def test_isometric_same_seed_same_map():
+    X, Y, _, _, _ = iso_data(8, 8, n=1300, n_test=2, k=30)  # 1105 fit rows: 2 random blocks
+    p = dict(n_init=2, n_iter=10, min_gain=100.0, **ISO)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        a = Isometric(seed=3, **p).fit(X, Y)
+        b = Isometric(seed=3, **p).fit(X, Y)
+    assert np.array_equal(a.W_, b.W_)
+    assert a.history_ == b.history_ and a.restarts_ == b.restarts_
+    assert len(a.restarts_) == 2
+
+
+def test_isometric_restarts_are_not_copies(monkeypatch):
+    starts = []
+    orig = Isometric._initial_map
+
+    def record(self, *a):
+        W0 = orig(self, *a)
+        starts.append(W0.copy())
+        return W0
+
+    monkeypatch.setattr(Isometric, "_initial_map", record)
+    rng = np.random.default_rng(0)
+    scales = np.geomspace(1, 0.05, 16)
+    X = (rng.standard_normal((300, 16)) * scales).astype(np.float32)
+    Y = (rng.standard_normal((300, 16)) * scales).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        m = Isometric(n_init=3, n_iter=10, min_gain=100.0, **ISO).fit(X, Y)  # no restart can pass: all 3 run
+    assert len(m.restarts_) == len(starts) == 3
+    assert not all(np.array_equal(starts[0], W) for W in starts[1:])
+    assert len({r["criterion"] for r in m.restarts_}) > 1
+
+
+def test_isometric_hopeless_case_warns():
+    """Independent isotropic noise: every map is as good as a random one, so the
+    held-out gain stays near 0, no restart passes min_gain, and fit says so."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 16)).astype(np.float32)
+    Y = rng.standard_normal((200, 16)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match=r"no two of 2 restarts found the same map \(0 passed min_gain=0\.5"):
+        m = Isometric(n_init=2, n_iter=10, **ISO).fit(X, Y)
+    assert len(m.restarts_) == 2  # both restarts ran
+    assert not any(r["success"] for r in m.restarts_)
+    assert m.restarts_[m.chosen_restart_]["gain"] < 0.5
+    assert m.transform(X[:3]).shape == (3, 16)  # still a usable (if wrong) map
+
+
+# ---------------------------------------------------------------------------
+# Isometric: persistence and tampering
+
+
+@pytest.fixture(scope="module")
+def iso_saved(iso32, tmp_path_factory):
+    path = tmp_path_factory.mktemp("iso") / "model"
+    iso32[0].save(path)
+    return path
+
+
+def test_isometric_save_load_identical(iso32, iso_saved):
+    m, Xt, _, _ = iso32
+    for loaded in (translate.load(iso_saved), Isometric.load(iso_saved)):
+        assert type(loaded) is Isometric
+        assert loaded.get_params() == m.get_params()
+        assert np.array_equal(loaded.transform(Xt), m.transform(Xt))
+        assert loaded.restarts_ == m.restarts_ and loaded.chosen_restart_ == m.chosen_restart_
+        assert loaded.null_criterion_ == m.null_criterion_
+        assert loaded.history_ == json.loads(json.dumps(m.history_))
+    with pytest.raises(ValueError, match="not a Isometric"):
+        Isometric.load(_procrustes_saved(iso_saved.parent / "proc"))
+
+
+def _procrustes_saved(path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 4))
+    Procrustes().fit(X, X).save(path)
+    return path
+
+
+def _edit_config(path, fn):
+    meta = json.loads((path / CONFIG_NAME).read_text())
+    fn(meta)
+    (path / CONFIG_NAME).write_text(json.dumps(meta))
+
+
+def _set_stats(meta):
+    meta["config"]["meta"]["stats_b_"]["norm_in"] = -1.0
+
+
+def _wrong_w_shape(path):  # a consistent artefact whose W_ does not fit d_in x d_out
+    config, tensors, kind = load_artifact(path, "Isometric")
+    tensors["W_"] = tensors["W_"][:-1]
+    save_artifact(path, kind, config, tensors)
+
+
+def _flip_header(path):
+    w = path / WEIGHTS_NAME
+    raw = bytearray(w.read_bytes())
+    raw[8:12] = b"\xff\xfe\xff\xfe"  # inside the safetensors JSON header
+    w.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda p: (p / WEIGHTS_NAME).write_bytes((p / WEIGHTS_NAME).read_bytes()[:100]), "not a valid safetensors"),
+        (_flip_header, "not a valid safetensors"),
+        (_wrong_w_shape, r"saved W_ has shape \(31, 32\), expected \(32, 32\)"),
+        (lambda p: _edit_config(p, lambda m: m["tensors"]["W_"].update(shape=[16, 64])), "config says"),
+        (lambda p: _edit_config(p, lambda m: m.update(kind="Procrustes")), "do not fit Procrustes"),
+        (lambda p: _edit_config(p, lambda m: m.update(kind="Pickle")), "holds a 'Pickle'"),
+        (lambda p: _edit_config(p, lambda m: m["config"]["params"].update(evil=1)), "parameters"),
+        (lambda p: _edit_config(p, lambda m: m["config"]["meta"].pop("restarts_")), "learned metadata"),
+        (lambda p: _edit_config(p, _set_stats), "stats_b_ must be positive"),
+        (lambda p: _edit_config(p, lambda m: m["config"]["meta"].update(chosen_restart_="0")), "chosen_restart_"),
+    ],
+    ids=["truncated", "flipped-header", "W-shape", "json-shape", "kind", "foreign-kind", "param", "meta", "stats", "chosen"],
+)
+def test_isometric_tampered_file_refused(iso_saved, tmp_path, damage, match):
+    path = tmp_path / "m"
+    shutil.copytree(iso_saved, path)
+    damage(path)
+    with pytest.raises(ValueError, match=match):
+        translate.load(path)
+
+
+# ---------------------------------------------------------------------------
+# Isometric: bad input
+
+
+def test_isometric_transform_wrong_width(iso32):
+    m = iso32[0]
+    with pytest.raises(ValueError, match=r"X has 31 columns .* fitted on 32"):
+        m.transform(np.ones((3, 31), np.float32))
+    with pytest.raises(ValueError, match="not fitted"):
+        Isometric().transform(np.ones((3, 4), np.float32))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(n_init=0), "n_init"),
+        (dict(n_iter=2.5), "n_iter"),
+        (dict(val_fraction=0.7), "val_fraction"),
+        (dict(val_fraction=0.0), "val_fraction"),
+        (dict(init="nope"), "init"),
+        (dict(min_gain=-1), "min_gain"),
+        (dict(min_gain=float("nan")), "min_gain"),
+        (dict(agree=1.0), "agree"),
+        (dict(n_quantiles=1), "n_quantiles"),
+        (dict(seed=-1), "seed"),
+    ],
+)
+def test_isometric_bad_parameters(kw, match):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((60, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=match):
+        Isometric(**kw, **ISO).fit(X, X[::-1])
+
+
+@pytest.mark.parametrize("n_x, n_y, name", [(10, 60, "X"), (60, 10, "Y")])
+def test_isometric_too_few_rows(n_x, n_y, name):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=f"{name} has 10 rows; Isometric needs at least 20"):
+        Isometric(**ISO).fit(rng.standard_normal((n_x, 4)), rng.standard_normal((n_y, 4)))
+
+
+# ---------------------------------------------------------------------------
+# package export and CLI
+
+
+def test_isometric_is_exported():
+    import translate.isometric
+    from translate.base import REGISTRY
+
+    assert translate.Isometric is translate.isometric.Isometric
+    assert "Isometric" in translate.__all__ and "Isometric" in dir(translate)
+    assert REGISTRY["Isometric"] is Isometric
+
+
+def _cli(argv):
+    from translate.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse refuses the arguments
+        return exc.code
+
+
+def test_cli_fit_isometric_and_eval(tmp_path, capsys, monkeypatch):
+    # cmd_eval calls translate.evaluate: pin the function (the submodule may shadow it,
+    # see test_evaluate_export_survives_submodule_import)
+    monkeypatch.setattr(translate, "evaluate", evaluate)
+    X, Y, Xt, Yt, _ = iso_data(8, 8, n=300, n_test=100, k=30)
+    paths = {}
+    for name, arr in {"A": X, "B": Y, "At": Xt, "Bt": Yt}.items():
+        paths[name] = tmp_path / f"{name}.npy"
+        np.save(paths[name], arr)
+    model = tmp_path / "model"
+    params = ["--param", "progress=false", "--param", "n_init=2", "--param", "n_iter=10", "--param", "min_gain=0"]
+    code = _cli(["fit", "--method", "isometric", "--source", str(paths["A"]), "--target", str(paths["B"]),
+                 "--seed", "2", "-o", str(model), *params])
+    assert code == 0, capsys.readouterr().err
+    loaded = translate.load(model)
+    assert type(loaded) is Isometric and loaded.seed == 2 and loaded.n_iter == 10
+    out_json = tmp_path / "res.json"
+    assert _cli(["eval", "--model", str(model), "--source", str(paths["At"]), "--target", str(paths["Bt"]),
+                 "--json", str(out_json)]) == 0
+    res = json.loads(out_json.read_text())
+    assert res["pool"] == 100 and res == pytest.approx(evaluate(loaded.transform(Xt), Yt))
+    out = capsys.readouterr().out
+    assert "| model | top1 |" in out and "| Isometric |" in out
+
+
+def test_evaluate_export_survives_submodule_import():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import translate, translate.demo; print(callable(translate.evaluate), callable(translate.unpaired_diagnostic))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "True"]

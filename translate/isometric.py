@@ -1,0 +1,439 @@
+"""Unpaired isometric translation: an orthogonal map learned without pairs.
+
+``Isometric().fit(X, Y)`` learns ``W`` (d_a × d_b, orthogonal, or semi-orthogonal
+when the widths differ) such that ``p_A(x) W`` lands on ``p_B(y)`` for the rows
+of two *unpaired* sets: different texts, different row counts. It is the
+Wasserstein-Procrustes problem (Grave, Joulin & Berthet 2019, "Unsupervised
+alignment of embeddings with Wasserstein Procrustes", AISTATS)
+
+    max_{W orthogonal} max_{matching π}  Σ_i <p_A(x_i) W, p_B(y_π(i))>,
+
+solved by alternating a matching step (π given W) and a Procrustes step (W
+given π: ``W = U Vᵀ`` from the SVD of ``Σ_i p_A(x_i)ᵀ p_B(y_π(i))``).
+
+Steps
+-----
+1. Preprocessing per space, in the VecMap order (Artetxe, Labaka & Agirre
+   2018, ACL): unit rows, centre, unit rows. Means and typical norms are saved;
+   ``transform`` returns rows in B's original coordinates (B's mean and norm
+   restored), so cosines against true B rows are meaningful.
+2. Held-out rows. ``val_fraction`` of each side is set aside (at most 2000 rows)
+   and never used by the matching/Procrustes steps of the search. The
+   **criterion** of a map is the mean CSLS score (Conneau et al. 2018, "Word
+   translation without parallel data", ICLR) of each held-out source row's best
+   match among held-out target rows. Because these rows were not fitted, a map
+   that only agrees with its own matching (the self-consistent fixed points that
+   alternating methods fall into with few rows) scores near the level of a
+   random rotation, while the right map generalises. The criterion is reported
+   as a *gain* over that level: ``gain = criterion / criterion(random W) - 1``.
+3. Initialisation without pairs: sorted-similarity signatures (Artetxe et al.
+   2018): each row of a subsample is described by the sorted row of the square
+   root of its Gram matrix, ``sort(U S Uᵀ)`` for ``X_s = U S Vᵀ`` -- invariant to
+   any rotation of the space -- compressed to ``n_quantiles`` log-spaced
+   positions; signatures are matched across spaces by CSLS nearest neighbours
+   (both directions), and one Procrustes step on those pairs gives ``W_0``.
+4. Stochastic exploration: each iteration splits the fit rows of both sides
+   into random blocks of ``batch_size`` rows, solves an exact one-to-one
+   assignment (Hungarian, ``scipy.optimize.linear_sum_assignment``) inside each
+   block on cosine similarity, and refits ``W`` by Procrustes on all the pairs.
+   The random blocks are what make this work: a match is the best among a
+   random subset of candidates, so the errors of one iteration are not the
+   errors of the next and wrong maps do not reinforce themselves (the same role
+   as VecMap's stochastic dictionary induction). Full-set matching from the
+   same start freezes at once in a wrong fixed point.
+5. Stopping rule: every ``eval_every`` iterations the held-out criterion is
+   computed; the search stops when it has not improved for ``patience``
+   evaluations **and** its gain is at least ``min_gain``. A degenerate solution
+   has a gain near 0 and cannot stop the search: it runs to ``n_iter``, then the
+   next restart begins (new subsample for the signatures, new random blocks).
+   Restarts end at the first success; the best map by the criterion is kept.
+6. Polishing: from the chosen map, a few rounds of matching over *all* rows
+   (held-out ones included) -- each row of either side with its CSLS-best row
+   of the other side (VecMap's union of both directions) -- and Procrustes on
+   all those pairs, until fewer than 0.5% of the matches change.
+
+All neighbour search goes through :func:`align.knn` (CSLS uses, for each row,
+the CSLS-best among its ``csls_k`` cosine nearest neighbours). Similarities are
+computed in the narrower of the two spaces: ``cos(xW, y) = <x, y Wᵀ>`` when
+d_a <= d_b.
+
+What each step buys (measured; see ``scripts/translation_study.py``)
+---------------------------------------------------------------------
+MEASURED_TABLE_PLACEHOLDER
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from align.knn import knn
+from align.validation import check_choice, check_positive_int
+
+from .base import Translator
+from .paired import _SpacePrep, orthogonal_procrustes
+
+__all__ = ["Isometric", "INITS"]
+
+INITS = ("signature", "random")
+# Fewer rows than this per side leave nothing to hold out and nothing to match.
+_MIN_ROWS = 20
+# Held-out rows per side are capped: the criterion needs a few thousand at most.
+_MAX_VAL = 2000
+# Polishing stops when fewer than this fraction of matched pairs change.
+_POLISH_CHANGE = 0.005
+
+
+def _unit(Z: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(Z, axis=1, keepdims=True)
+    return (Z / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
+
+
+def _polar(M: np.ndarray) -> np.ndarray:
+    return orthogonal_procrustes(M).astype(np.float32)
+
+
+def _random_map(d_a: int, d_b: int, rng: np.random.Generator) -> np.ndarray:
+    return _polar(rng.standard_normal((d_a, d_b)))
+
+
+def _common(X: np.ndarray, Y: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(A, B) with ``A @ B.T = cos(X W, Y)`` for unit rows, in min(d_a, d_b) dims.
+
+    d_a <= d_b: W has orthonormal rows, |xW| = |x| = 1, so cos = <x, y Wᵀ>.
+    d_a > d_b: W has orthonormal columns, xW is shorter than x: renormalise it.
+    """
+    if X.shape[1] <= Y.shape[1]:
+        return X, np.ascontiguousarray(Y @ W.T)
+    return _unit(X @ W), Y
+
+
+def _csls_match(A: np.ndarray, B: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSLS best match of each row of A in B and of each row of B in A.
+
+    CSLS(a, b) = 2 cos(a, b) - r_B(a) - r_A(b), r = mean cosine to the k nearest
+    rows of the other set (Conneau et al. 2018). The best match is taken among
+    the k cosine nearest neighbours. Returns (forward match (na,), its CSLS
+    score (na,), backward match (nb,)).
+    """
+    sa, ia = knn(A, k, database=B, metric="ip", exclude_self=False)
+    sb, ib = knn(B, k, database=A, metric="ip", exclude_self=False)
+    ra, rb = sa.mean(axis=1), sb.mean(axis=1)
+    cf = 2.0 * sa - ra[:, None] - rb[ia]
+    cb = 2.0 * sb - rb[:, None] - ra[ib]
+    af, ab = cf.argmax(axis=1), cb.argmax(axis=1)
+    rows_a, rows_b = np.arange(len(A)), np.arange(len(B))
+    return ia[rows_a, af], cf[rows_a, af], ib[rows_b, ab]
+
+
+def _signatures(Z: np.ndarray, n_quantiles: int) -> np.ndarray:
+    """Rotation-invariant row descriptors: sorted rows of sqrt(Z Zᵀ) (VecMap).
+
+    ``Z = U S Vᵀ`` gives ``sqrt(Z Zᵀ) = U S Uᵀ``; each row is sorted in
+    decreasing order and read at ``n_quantiles`` log-spaced positions (dense at
+    the top, where the nearest neighbours are), then unit-centre-unit normalised.
+    """
+    U, S, _ = np.linalg.svd(Z.astype(np.float64), full_matrices=False)
+    G = (U * S) @ U.T
+    G = -np.sort(-G, axis=1)
+    m = G.shape[1]
+    if n_quantiles < m:
+        pos = np.unique(np.geomspace(1, m, n_quantiles).astype(np.int64)) - 1
+        G = G[:, pos]
+    G = _unit(G)
+    G = G - G.mean(axis=0)
+    return _unit(G)
+
+
+def _block_assignment(A: np.ndarray, B: np.ndarray, block: int, rng: np.random.Generator):
+    """Random blocks of rows on each side, exact assignment inside each block.
+
+    Returns (rows of A, rows of B, mean cosine of the matched pairs).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    n_blocks = max(1, min(len(A), len(B)) // block)
+    pa = np.array_split(rng.permutation(len(A)), n_blocks)
+    pb = np.array_split(rng.permutation(len(B)), n_blocks)
+    I, J, s = [], [], []
+    for ca, cb in zip(pa, pb):
+        S = A[ca] @ B[cb].T
+        r, c = linear_sum_assignment(S, maximize=True)
+        I.append(ca[r])
+        J.append(cb[c])
+        s.append(S[r, c])
+    return np.concatenate(I), np.concatenate(J), float(np.concatenate(s).mean())
+
+
+class Isometric(Translator):
+    """Unpaired orthogonal (semi-orthogonal when d_a != d_b) translator.
+
+    Parameters
+    ----------
+    n_init : maximum number of restarts; they stop when two of them that pass
+        ``min_gain`` found the same map (see the module docstring).
+    n_iter : maximum exploration iterations per restart.
+    batch_size : rows per random block in the exploration's assignments.
+    csls_k : neighbours for CSLS (Conneau et al. 2018 use 10).
+    init : ``"signature"`` (sorted-similarity signatures) or ``"random"``
+        (a random orthogonal map; for ablations).
+    init_size : rows per side subsampled for the signatures.
+    n_quantiles : length of each signature.
+    val_fraction : share of each side held out for the criterion (<= 2000 rows).
+    eval_every : iterations between evaluations of the criterion.
+    patience : evaluations without improvement before the search may stop.
+    min_gain : the criterion's gain over a random map needed to stop (and to
+        count as a success); wrong maps measured 0.1-0.3, right ones >= 0.6.
+    agree : two maps are "the same" when the mean cosine between their
+        translations of the held-out source rows is at least this.
+    polish_iter : rounds of full CSLS matching (both directions) + Procrustes at the end.
+    seed : seeds every random choice; the fit is deterministic on CPU.
+    progress : show a tqdm bar.
+
+    Attributes after fit
+    --------------------
+    W_ : (d_a, d_b) float32 map between preprocessed spaces.
+    mean_a_, mean_b_ : means removed by the preprocessing.
+    restarts_ : per restart, ``{"iters", "criterion", "gain", "success", "agrees_with"}``
+        (``agrees_with``: the earlier restart that found the same map, or None).
+    chosen_restart_ : index of the restart kept.
+    null_criterion_ : the criterion of random orthogonal maps (mean of 3).
+    history_ : one dict per exploration iteration (restart, iter, objective =
+        mean cosine of the block assignment, criterion and gain = last held-out
+        evaluation), then one per polishing round (stage = "polish").
+    """
+
+    _state = ("W_", "mean_a_", "mean_b_")
+    _state_meta = ("stats_b_", "restarts_", "chosen_restart_", "null_criterion_")
+
+    def __init__(
+        self,
+        n_init: int = 6,
+        n_iter: int = 300,
+        batch_size: int = 500,
+        csls_k: int = 10,
+        init: str = "signature",
+        init_size: int = 4000,
+        n_quantiles: int = 256,
+        val_fraction: float = 0.15,
+        eval_every: int = 5,
+        patience: int = 3,
+        min_gain: float = 0.5,
+        agree: float = 0.9,
+        polish_iter: int = 5,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        self.n_init = n_init
+        self.n_iter = n_iter
+        self.batch_size = batch_size
+        self.csls_k = csls_k
+        self.init = init
+        self.init_size = init_size
+        self.n_quantiles = n_quantiles
+        self.val_fraction = val_fraction
+        self.eval_every = eval_every
+        self.patience = patience
+        self.min_gain = min_gain
+        self.agree = agree
+        self.polish_iter = polish_iter
+        self.seed = seed
+        self.progress = progress
+
+    # -- parameters -------------------------------------------------------
+    def _check_params(self) -> None:
+        for name in ("n_init", "n_iter", "batch_size", "csls_k", "init_size", "eval_every", "patience"):
+            check_positive_int(getattr(self, name), name)
+        check_positive_int(self.n_quantiles, "n_quantiles", minimum=2)
+        check_positive_int(self.polish_iter, "polish_iter", minimum=0)
+        check_positive_int(self.seed, "seed", minimum=0)
+        check_choice(self.init, "init", INITS)
+        v = self.val_fraction
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < v < 0.5):
+            raise ValueError(f"val_fraction must be a number in (0, 0.5), got {v!r}")
+        a = self.agree
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not (0.0 < a < 1.0):
+            raise ValueError(f"agree must be a number in (0, 1), got {a!r}")
+        g = self.min_gain
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
+            raise ValueError(f"min_gain must be a finite number >= 0, got {g!r}")
+
+    # -- fitting ----------------------------------------------------------
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        self._check_params()
+        for name, Z in (("X", X), ("Y", Y)):
+            if Z.shape[0] < _MIN_ROWS:
+                raise ValueError(f"{name} has {Z.shape[0]} rows; Isometric needs at least {_MIN_ROWS} per side")
+        prep = _SpacePrep(center=True, normalize=True)
+        self.mean_a_, _, Xp = prep.fit(X)
+        self.mean_b_, self.stats_b_, Yp = prep.fit(Y)
+        rng = np.random.default_rng(self.seed)
+
+        # held-out rows for the criterion
+        def split(n: int) -> Tuple[np.ndarray, np.ndarray]:
+            n_val = int(min(max(round(self.val_fraction * n), 10), _MAX_VAL))
+            perm = rng.permutation(n)
+            return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+        fa, va = split(len(Xp))
+        fb, vb = split(len(Yp))
+        Xf, Yf, Xv, Yv = Xp[fa], Yp[fb], Xp[va], Yp[vb]
+        k_val = min(self.csls_k, len(Xv), len(Yv))
+
+        def criterion(W: np.ndarray) -> float:
+            A, B = _common(Xv, Yv, W)
+            return float(_csls_match(A, B, k_val)[1].mean())
+
+        d_a, d_b = Xp.shape[1], Yp.shape[1]
+        null = float(np.mean([criterion(_random_map(d_a, d_b, rng)) for _ in range(3)]))
+        # CSLS can be negative; measure the gain against the null level's magnitude.
+        scale = max(abs(null), 1e-6)
+        self.null_criterion_ = null
+
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.n_init * self.n_iter, desc="isometric", unit="it")
+        results: List[Dict[str, Any]] = []
+        maps: List[np.ndarray] = []
+
+        def agreement(W1: np.ndarray, W2: np.ndarray) -> float:
+            # mean cosine between the two maps' translations of the held-out rows
+            return float(np.mean(np.sum(_unit(Xv @ W1) * _unit(Xv @ W2), axis=1)))
+
+        try:
+            for r in range(self.n_init):
+                W0 = self._initial_map(Xf, Yf, rng)
+                W, best, iters, ok = self._explore(Xf, Yf, W0, rng, criterion, null, scale, r, bar)
+                res: Dict[str, Any] = {"iters": iters, "criterion": best, "gain": (best - null) / scale,
+                                       "success": ok, "agreement": None, "agrees_with": None}
+                if ok:
+                    # Polishing on the fit rows takes every right start to one fixed point,
+                    # while wrong maps from different starts stay apart.
+                    W = self._polish(Xf, Yf, W, record=False)
+                    res["criterion"] = criterion(W)
+                    res["gain"] = (res["criterion"] - null) / scale
+                    earlier = [(agreement(W, maps[i]), i) for i, e in enumerate(results) if e["success"]]
+                    if earlier:
+                        res["agreement"], j = max(earlier)
+                        if res["agreement"] >= self.agree:
+                            res["agrees_with"] = j
+                results.append(res)
+                maps.append(W)
+                if bar is not None:
+                    bar.update(self.n_iter - iters)  # a restart that stopped early
+                if res["agrees_with"] is not None:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        last = results[-1]
+        if last["agrees_with"] is not None:  # the map two restarts found: the better of the pair
+            i, j = len(results) - 1, last["agrees_with"]
+            chosen = i if results[i]["criterion"] >= results[j]["criterion"] else j
+        else:
+            chosen = int(np.argmax([res["criterion"] for res in results]))
+            n_ok = sum(res["success"] for res in results)
+            warnings.warn(
+                f"Isometric: no two of {len(results)} restarts found the same map ({n_ok} passed min_gain="
+                f"{self.min_gain}; best gain {results[chosen]['gain']:.2f}); the map may be wrong. Give more rows "
+                "per side, more restarts (n_init) or iterations (n_iter).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self.restarts_ = results
+        self.chosen_restart_ = chosen
+        self.W_ = self._polish(Xp, Yp, maps[chosen])
+
+    def _initial_map(self, Xf: np.ndarray, Yf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        d_a, d_b = Xf.shape[1], Yf.shape[1]
+        if self.init == "random":
+            return _random_map(d_a, d_b, rng)
+        # at most 80% of the rows, so that every restart starts from another subsample
+        m = min(self.init_size, int(0.8 * len(Xf)), int(0.8 * len(Yf)))
+        ia = np.sort(rng.choice(len(Xf), m, replace=False))
+        ib = np.sort(rng.choice(len(Yf), m, replace=False))
+        Sa, Sb = _signatures(Xf[ia], self.n_quantiles), _signatures(Yf[ib], self.n_quantiles)
+        k = min(self.csls_k, m)
+        fwd, _, bwd = _csls_match(Sa, Sb, k)
+        # VecMap's dictionary: the union of both directions' matches.
+        i = np.concatenate([np.arange(m), bwd])
+        j = np.concatenate([fwd, np.arange(m)])
+        return _polar(Xf[ia][i].T.astype(np.float64) @ Yf[ib][j])
+
+    def _explore(self, Xf, Yf, W, rng, criterion, null, scale, restart, bar):
+        """One restart: (best map, its criterion, iterations, passed min_gain)."""
+        block = min(self.batch_size, max(_MIN_ROWS // 2, min(len(Xf), len(Yf)) // 2))
+        best, best_W, stall = -np.inf, W, 0
+        crit = criterion(W)
+        it = 0
+        for it in range(1, self.n_iter + 1):
+            A, B = _common(Xf, Yf, W)
+            i, j, obj = _block_assignment(A, B, block, rng)
+            W = _polar(Xf[i].T.astype(np.float64) @ Yf[j])
+            if it % self.eval_every == 0 or it == self.n_iter:
+                crit = criterion(W)
+                if crit > best + 1e-3 * scale:
+                    stall = 0
+                else:
+                    stall += 1
+                if crit > best:
+                    best, best_W = crit, W
+            gain = (crit - null) / scale
+            self.history_.append({"restart": restart, "iter": it, "objective": obj, "criterion": crit, "gain": gain})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(restart=restart, gain=f"{gain:.2f}")
+            # Cannot fire on a degenerate map: its held-out gain stays near 0.
+            if stall >= self.patience and (best - null) / scale >= self.min_gain:
+                return best_W, best, it, True
+        return best_W, best, it, (best - null) / scale >= self.min_gain
+
+    def _polish(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, record: bool = True) -> np.ndarray:
+        """CSLS matches of every row, both directions (VecMap's union dictionary),
+        then Procrustes on all of them; until fewer than 0.5% of matches change."""
+        k = min(self.csls_k, len(Xp), len(Yp))
+        prev = None
+        for step in range(self.polish_iter):
+            A, B = _common(Xp, Yp, W)
+            fwd, score, bwd = _csls_match(A, B, k)
+            M = Xp.T.astype(np.float64) @ Yp[fwd] + Xp[bwd].T.astype(np.float64) @ Yp
+            W = _polar(M)
+            changed = 1.0 if prev is None else float(np.mean(np.concatenate([prev[0] != fwd, prev[1] != bwd])))
+            if record:
+                self.history_.append(
+                    {"stage": "polish", "iter": step + 1, "objective": float(score.mean()), "changed": changed}
+                )
+            prev = (fwd, bwd)
+            if changed < _POLISH_CHANGE:
+                break
+        return W
+
+    # -- transform / persistence -----------------------------------------
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        prep = _SpacePrep(center=True, normalize=True)
+        return prep.inverse(prep.apply(X, self.mean_a_) @ self.W_, self.mean_b_, self.stats_b_)
+
+    def _check_state(self) -> None:
+        expect = {"W_": (self.d_in_, self.d_out_), "mean_a_": (self.d_in_,), "mean_b_": (self.d_out_,)}
+        for name, shape in expect.items():
+            arr = getattr(self, name)
+            if tuple(arr.shape) != shape:
+                raise ValueError(f"Isometric: saved {name} has shape {tuple(arr.shape)}, expected {shape}")
+        s = self.stats_b_
+        if not isinstance(s, dict) or set(s) != {"norm_in", "norm_mid"}:
+            raise ValueError(f"Isometric: saved stats_b_ must hold norm_in and norm_mid, got {s!r}")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in s.values()):
+            raise ValueError(f"Isometric: saved stats_b_ must be positive finite numbers, got {s!r}")
+        if not isinstance(self.restarts_, list) or not isinstance(self.chosen_restart_, int):
+            raise ValueError("Isometric: saved restarts_/chosen_restart_ are malformed")
+        if not 0 <= self.chosen_restart_ < len(self.restarts_):
+            raise ValueError(f"Isometric: saved chosen_restart_={self.chosen_restart_} is not one of "
+                             f"{len(self.restarts_)} restarts")
+        c = self.null_criterion_
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+            raise ValueError(f"Isometric: saved null_criterion_ must be a finite number, got {c!r}")
