@@ -10,6 +10,7 @@ half-written artefact in place of a good one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -18,7 +19,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sha256 of the weights file
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "weights.safetensors"
 
@@ -66,14 +67,17 @@ def save_artifact(path: PathLike, kind: str, config: Mapping[str, Any], tensors:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     arrays = _to_numpy_dict(tensors)
+    weights = st_save(arrays)
     meta = {
         "format": "reptrans",
         "format_version": FORMAT_VERSION,
         "kind": kind,
         "config": dict(config),
         "tensors": {k: {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in arrays.items()},
+        # flipped bytes inside tensor data keep a valid safetensors file: only a digest sees them
+        "sha256": hashlib.sha256(weights).hexdigest(),
     }
-    atomic_write_bytes(path / WEIGHTS_NAME, st_save(arrays))
+    atomic_write_bytes(path / WEIGHTS_NAME, weights)
     atomic_write_bytes(path / CONFIG_NAME, json.dumps(meta, indent=2, sort_keys=True).encode())
     return path
 
@@ -89,7 +93,8 @@ def load_artifact(
     and the problem for: a missing file, a non-JSON or foreign config, another
     format version, another kind, unexpected config keys, a file that is not
     safetensors (a pickle, say), a truncated file, or tensors whose names,
-    shapes or dtypes differ from those the config records.
+    shapes or dtypes differ from those the config records, or weights whose
+    sha256 digest is not the one the config records (flipped bytes in tensor data).
     """
     from safetensors import SafetensorError
     from safetensors.numpy import load as st_load
@@ -108,7 +113,7 @@ def load_artifact(
         raise ValueError(f"{cfg_file} is not valid JSON ({exc}); the artefact is corrupt") from None
     if not isinstance(meta, dict) or meta.get("format") != "reptrans":
         raise ValueError(f"{cfg_file} is not a reptrans artefact config")
-    allowed_top = {"format", "format_version", "kind", "config", "tensors"}
+    allowed_top = {"format", "format_version", "kind", "config", "tensors", "sha256"}
     extra = set(meta) - allowed_top
     if extra:
         raise ValueError(f"{cfg_file} has unexpected keys {sorted(extra)}; refusing a tampered artefact")
@@ -133,6 +138,8 @@ def load_artifact(
             f"{w_file} is not a valid safetensors file ({type(exc).__name__}: {exc}); "
             "it may be truncated, or a pickle — reptrans never unpickles"
         ) from None
+    if meta.get("sha256") != hashlib.sha256(raw).hexdigest():
+        raise ValueError(f"{w_file} does not match the sha256 digest in {cfg_file.name}; the artefact is corrupt or was altered")
     declared = meta.get("tensors")
     if not isinstance(declared, dict) or set(declared) != set(tensors):
         raise ValueError(f"{w_file}: tensor names {sorted(tensors)} do not match the config's {sorted(declared or {})}")

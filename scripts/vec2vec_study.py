@@ -15,8 +15,9 @@ Rows of the table:
   trained for a fixed CPU budget (``--budget-scratch`` CPU seconds, all
   threads counted, evaluation excluded); its curve is printed every
   ``--eval-every`` steps.
-* ``vec2vec init=procrustes-oracle`` (and ``cyclegan``): initialised from
-  the fitted paired Procrustes map, then adversarial fine-tuning for
+* ``vec2vec init=isometric`` (default; or ``init=procrustes-oracle``) and
+  ``cyclegan``: initialised from the unpaired :class:`translate.Isometric` map
+  fitted on A and B (or from the paired Procrustes map), then adversarial fine-tuning for
   ``--budget-init`` CPU seconds (or ``--steps-init`` steps).
 
 Usage::
@@ -166,9 +167,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--oracle", action="store_true", help="also fit the paired oracles (needs B on texts [0, n))")
-    ap.add_argument("--init-from", default="procrustes-oracle", choices=["procrustes-oracle"],
-                    help="translator to initialise from; procrustes-oracle uses pairs (a stand-in until the "
-                    "unpaired isometric translator lands)")
+    ap.add_argument("--init-from", default="isometric", choices=["isometric", "procrustes-oracle"],
+                    help="translator to initialise from: isometric (unpaired, translate.Isometric on A and B) "
+                    "or procrustes-oracle (uses pairs)")
     ap.add_argument("--skip", default="", help="comma list of rows to skip: scratch,init,cyclegan")
     ap.add_argument("--budget-scratch", type=float, default=300.0, help="CPU seconds for vec2vec from scratch")
     ap.add_argument("--budget-init", type=float, default=300.0, help="CPU seconds for the isometric-initialised runs")
@@ -212,7 +213,15 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                 procrustes = t
             print(name, rows[name], flush=True)
 
-    init, init_name = procrustes, "procrustes-oracle"
+    if args.init_from == "isometric":
+        from translate.isometric import Isometric
+
+        c0 = time.process_time()
+        init, init_name = Isometric(seed=args.seed, progress=args.progress).fit(A, B), "isometric"
+        rows["isometric (unpaired)"] = metrics(init.transform(At), Bt) | {"train_cpu_s": round(time.process_time() - c0, 1)}
+        print("isometric (unpaired)", rows["isometric (unpaired)"], flush=True)
+    else:
+        init, init_name = procrustes, "procrustes-oracle"
 
     rows[f"{init_name} + denoise filter"] = filtered_translator_metrics(init, A, B, At, Bt)
     print(f"{init_name} + denoise filter", rows[f"{init_name} + denoise filter"], flush=True)

@@ -111,7 +111,7 @@ def test_quick_run_emits_valid_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["machine"]["torch_device"] in ("cpu", "cuda", "cuda:0")
     rows = {r["case"]: r for r in data["cases"]}
-    assert set(rows) == {"mknn-1k", "isometric-500"}
+    assert set(rows) == {"mknn-1k", "isometric-1.5k"}
     m = rows["mknn-1k"]
     for side in ("reptrans", "baseline", "gemm"):
         assert m[side]["status"] == "ok", m[side]
@@ -119,7 +119,7 @@ def test_quick_run_emits_valid_json(tmp_path):
     # reptrans and the dense n×n definition give the same score
     assert m["reptrans"]["value"] == pytest.approx(m["baseline"]["value"], abs=1e-6)
     assert m["speedup"] > 0 and m["knn_over_gemm"] > 0
-    iso = rows["isometric-500"]["reptrans"]
+    iso = rows["isometric-1.5k"]["reptrans"]
     assert iso["status"] in ("ok", "skipped"), iso  # skipped (with a reason) until the module exists
     assert iso["status"] == "ok" or iso["reason"]
     assert "| mknn-1k |" in proc.stdout

@@ -47,6 +47,14 @@ def test_truncated_weights_refused(saved):
         load_artifact(saved, "Thing")
 
 
+def test_flipped_bytes_in_tensor_data_refused(saved):
+    raw = bytearray((saved / WEIGHTS_NAME).read_bytes())
+    raw[-3] ^= 0x01  # inside the last tensor's data: still a valid safetensors file
+    (saved / WEIGHTS_NAME).write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="sha256"):
+        load_artifact(saved, "Thing")
+
+
 @pytest.mark.parametrize(
     "mutate, match",
     [

@@ -39,16 +39,22 @@ Steps
    The random blocks are what make this work: a match is the best among a
    random subset of candidates, so the errors of one iteration are not the
    errors of the next and wrong maps do not reinforce themselves (the same role
-   as VecMap's stochastic dictionary induction). Full-set matching from the
-   same start freezes at once in a wrong fixed point.
+   as VecMap's stochastic dictionary induction).
 5. Stopping rule: every ``eval_every`` iterations the held-out criterion is
-   computed; the search stops when it has not improved for ``patience``
-   evaluations **and** its gain is at least ``min_gain``. A degenerate solution
-   has a gain near 0 and cannot stop the search: it runs to ``n_iter``, then the
-   next restart begins (new subsample for the signatures, new random blocks).
-   Restarts end at the first success; the best map by the criterion is kept.
-6. Polishing: from the chosen map, a few rounds of matching over *all* rows
-   (held-out ones included) -- each row of either side with its CSLS-best row
+   computed; a restart stops when it has not improved for ``patience``
+   evaluations **and** its gain is at least ``min_gain`` (a degenerate solution
+   has a gain near 0 and cannot stop it: it runs to ``n_iter``). A restart that
+   passed is polished on its fit rows (step 6) and compared with the earlier
+   ones that passed: restarts end when two of them found the same map (mean
+   cosine between their translations of the held-out rows >= ``agree``); the
+   better of the two by the criterion is kept. A high gain alone is not enough
+   -- on hard data a wrong self-consistent map can pass ``min_gain`` -- but two
+   random starts (new subsample for the signatures, new random blocks) rarely
+   fall into the same wrong map, while right ones meet after polishing. When no
+   two agree within ``n_init`` restarts, the best by the criterion is kept and a
+   ``RuntimeWarning`` says the map may be wrong.
+6. Polishing: from a map, a few rounds of matching over all rows (the fit rows
+   for a restart's map; at the end, the held-out rows too) -- each row of either side with its CSLS-best row
    of the other side (VecMap's union of both directions) -- and Procrustes on
    all those pairs, until fewer than 0.5% of the matches change.
 
@@ -59,7 +65,23 @@ d_a <= d_b.
 
 What each step buys (measured; see ``scripts/translation_study.py``)
 ---------------------------------------------------------------------
-MEASURED_TABLE_PLACEHOLDER
+all-MiniLM-L6-v2 -> all-mpnet-base-v2, 11.5k different WordNet texts per side,
+held-out top-1 over 1000 pairs, median of 5 seeds, 2 CPU cores:
+
+=====================================  ======
+stage                                  top-1
+=====================================  ======
+signature initialisation               0.007
++ random-block assignment / Procrustes 0.976
++ polishing on all rows                0.990
+random start instead of signatures     0.001
+paired Procrustes oracle (11.5k pairs) 0.997
+=====================================  ======
+
+About 85 s per fit (two restarts). A known rotation of real embeddings plus
+10% noise is recovered exactly (top-1 1.000 for 384/768 -> 384/768); an
+anisotropic Gaussian is not, and cannot be: flipping the sign of any principal
+axis leaves it unchanged, so the data do not determine the map.
 """
 
 from __future__ import annotations
@@ -186,7 +208,9 @@ class Isometric(Translator):
     eval_every : iterations between evaluations of the criterion.
     patience : evaluations without improvement before the search may stop.
     min_gain : the criterion's gain over a random map needed to stop (and to
-        count as a success); wrong maps measured 0.1-0.3, right ones >= 0.6.
+        count as a success). Right maps on the real encoder pair measured
+        1.6-3.1; wrong maps on hard synthetic data pass it too (up to 2.9),
+        which is why a success also needs a second restart that agrees.
     agree : two maps are "the same" when the mean cosine between their
         translations of the held-out source rows is at least this.
     polish_iter : rounds of full CSLS matching (both directions) + Procrustes at the end.
