@@ -12,4 +12,4 @@ test: setup
 	.venv/bin/python -m pytest -q
 
 bench: setup
-	.venv/bin/python scripts/bench.py
+	mkdir -p out && .venv/bin/python scripts/bench.py --out out/bench.json --md out/bench.md

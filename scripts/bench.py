@@ -27,13 +27,12 @@ Cases (``--cases`` takes case names or group names):
   a dense n×n argsort implementation, where that fits.
 - ``isometric-12k``: ``translate.Isometric().fit`` on 12k MiniLM + 12k MPNet
   embeddings of disjoint WordNet texts (wall time; no baseline).
-- ``tune-{16k,100k}`` (only when asked for): kNN-engine variants on one space (query
-  block size, torch vs FAISS, ``faiss.knn`` without an index copy, FAISS database
-  tile, one thread, a symmetric self-kNN prototype); 100k times 8192 queries against
-  all rows and extrapolates (said in the row). ``tune-mknn-{16k,100k}``: the whole
-  mutual kNN as it is now vs the proposed float32 pipeline (``proto_mutual_knn``)
-  with FAISS or the symmetric prototype, beside one n×n×d product. Speed-up and
-  memory ratio of tuning rows are relative to the first row of their case.
+- ``tune-{16k,100k}`` (only when asked for): kNN-engine variants on one space (the
+  symmetric engine and its block size, FAISS ``IndexFlatIP`` with its query block and
+  one thread, torch); 100k times 8192 queries against all rows with the engines that
+  can (a self-search cannot take a subset). ``tune-mknn-{16k,100k}``: the whole mutual
+  kNN beside one n×n×d product. Speed-up and memory ratio of tuning rows are relative
+  to the first row of their case.
   ``tune-rr-{16k,100k}``: the same variants timed round robin in one process
   (fairer on a shared machine; times only).
 
@@ -296,14 +295,14 @@ def _no_grad():
     return torch.no_grad()
 
 
-def gemm_block_rows(n: int, budget_bytes: int = 1 << 30) -> int:
+def gemm_block_rows(n: int, budget_bytes: int = 1 << 28) -> int:
     return int(max(1, min(n, budget_bytes // (4 * n))))
 
 
 @functools.lru_cache(maxsize=None)
 def cpu_matmul_lib(d: int = D_MODEL) -> str:
     """'numpy' or 'torch': whichever float32 GEMM (numpy's OpenBLAS, torch's MKL)
-    computes a 2048×d by d×4096 product faster on this CPU, best of 3 tries each
+    computes a 2048×d by d×4096 product faster on this CPU, best of 5 tries each
     (on AMD CPUs MKL is often the slower one). Probed once per process."""
     import torch
 
@@ -313,7 +312,7 @@ def cpu_matmul_lib(d: int = D_MODEL) -> str:
     out = np.empty((2048, 4096), dtype=np.float32)
     At, Bt, outt = torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(out)
     best: Dict[str, float] = {}
-    for lib in ("numpy", "torch") * 3:
+    for lib in ("numpy", "torch") * 5:
         t0 = time.perf_counter()
         if lib == "numpy":
             np.matmul(A, B.T, out=out)
@@ -333,7 +332,8 @@ def _gemm():
         b = gemm_block_rows(p["n"])
         lib = cpu_matmul_lib(p["d"]) if dev.type == "cpu" else "torch"
         Xt = torch.from_numpy(X).to(dev)
-        return Xt, torch.empty((b, p["n"]), dtype=torch.float32, device=dev), dev, lib
+        # zeros, not empty: the pages are touched here, not inside the timed product
+        return Xt, torch.zeros((b, p["n"]), dtype=torch.float32, device=dev), dev, lib
 
     def run(inp, p):
         import torch
@@ -641,159 +641,23 @@ def _isometric():
 # -- kNN engine variants (evidence for changes to align/knn.py)
 
 
-def sym_self_knn(X: np.ndarray, k: int, block: int = 4096):
-    """Prototype: exact self-kNN (self excluded) computing only the upper block
-    triangle of X Xᵀ. Products and the filter run in torch (CUDA when present).
-
-    Each off-diagonal b×b block S = X_I X_Jᵀ serves the rows of I (S) and the rows
-    of J (Sᵀ), so the product costs half of a query-by-database search. Top-k by
-    threshold: every row keeps its kk = k+1 best so far and its kk-th best value
-    ``thr``; an entry of S can only enter row i's list if it beats ``thr[i]``, so
-    one vectorised comparison rejects almost every entry and only the survivors
-    (~kk per row and block at first, fewer later) are merged, on the host, with
-    numpy (torch's parallel sort of small arrays stalls on a busy machine). The
-    diagonal blocks go first (plain top-k) so that every threshold is finite from
-    the start. Ties are then settled exactly as in align.knn (lower index first):
-    the kk-th candidate exposes a tie at the k-th place.
-    """
-    import torch
-
-    from align.device import torch_device
-    from align.knn import _finalize_block
-
-    dev = torch_device()
-    n = X.shape[0]
-    kk = min(n - 1, k + 1)
-    Xt = torch.from_numpy(X).to(dev)
-    best_v = np.full((n, kk), -np.inf, dtype=np.float32)
-    best_i = np.full((n, kk), -1, dtype=np.int64)
-    thr = np.full(n, -np.inf, dtype=np.float32)
-
-    def merge(g: np.ndarray, v: np.ndarray, i: np.ndarray) -> np.ndarray:
-        """Merge candidates (row g, value v, index i) into the rows' best lists;
-        returns the rows whose threshold changed."""
-        rows = np.unique(g)
-        G = np.concatenate([np.repeat(rows, kk), g])
-        V = np.concatenate([best_v[rows].ravel(), v])
-        I = np.concatenate([best_i[rows].ravel(), i])
-        o = np.lexsort((-V, G))  # by row, then value descending
-        G, V, I = G[o], V[o], I[o]
-        starts = np.flatnonzero(np.r_[True, G[1:] != G[:-1]])
-        pos = np.arange(G.size) - np.repeat(starts, np.diff(np.r_[starts, G.size]))
-        keep = pos < kk
-        best_v[G[keep], pos[keep]] = V[keep]
-        best_i[G[keep], pos[keep]] = I[keep]
-        thr[rows] = best_v[rows].min(axis=1)
-        return rows
-
-    with torch.no_grad():
-        for s in range(0, n, block):  # diagonal blocks: plain top-k, self excluded
-            S = Xt[s : s + block] @ Xt[s : s + block].T
-            S.fill_diagonal_(-math.inf)
-            m = min(kk, S.shape[1])
-            v, i = torch.topk(S, m, dim=1)
-            best_v[s : s + block, :m], best_i[s : s + block, :m] = v.cpu().numpy(), i.cpu().numpy() + s
-            thr[s : s + block] = best_v[s : s + block].min(axis=1)
-        thr_dev = torch.from_numpy(thr).to(dev)  # shares memory on the CPU
-        on_cpu = dev.type == "cpu"
-        use_np = on_cpu and cpu_matmul_lib(X.shape[1]) == "numpy"
-        buf = np.empty((block, block), dtype=np.float32) if use_np else None
-        for s in range(0, n, block):
-            Xs = Xt[s : s + block]
-            for t in range(s + block, n, block):
-                if use_np:  # numpy's OpenBLAS beats torch's MKL on some CPUs (AMD)
-                    bs, bt = min(block, n - s), min(block, n - t)
-                    np.matmul(X[s : s + bs], X[t : t + bt].T, out=buf[:bs, :bt])
-                    S = torch.from_numpy(buf[:bs, :bt])
-                else:
-                    S = Xs @ Xt[t : t + block].T
-                for side in (0, 1):  # 0: rows of block I; 1: rows of block J (Sᵀ)
-                    th = thr_dev[s : s + block, None] if side == 0 else thr_dev[None, t : t + block]
-                    r, c = torch.nonzero(S > th, as_tuple=True)
-                    v = S[r, c].cpu().numpy()
-                    r, c = r.cpu().numpy(), c.cpu().numpy()
-                    if v.size == 0:
-                        continue
-                    changed = merge(r + s, v, c + t) if side == 0 else merge(c + t, v, r + s)
-                    if dev.type != "cpu":
-                        thr_dev[torch.from_numpy(changed).to(dev)] = torch.from_numpy(thr[changed]).to(dev)
-    return _finalize_block(X, X, best_v, best_i, k, 0)
-
-
-def proto_normalize(X: np.ndarray) -> np.ndarray:
-    """Unit rows as ONE new float32 array: norms accumulated in float64 by einsum
-    (buffered, no n×d temporary), then a single division into the output.
-    (np.linalg.norm makes two n×d temporaries; a float64 copy doubles the size.)"""
-    norms = np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64))[:, None]
-    out = np.empty(X.shape, dtype=np.float32)
-    np.divide(X, norms, out=out, casting="same_kind")
-    return out
-
-
-def proto_faiss_self_knn(X: np.ndarray, k: int, block: int = 16384, dbbs: Optional[int] = None):
-    """Exact self-kNN by ``faiss.knn`` (brute force on the caller's array: no
-    index, so no copy of the database), big query blocks, ties settled as align.knn."""
-    from align.device import faiss
-    from align.knn import _finalize_block
-
-    f = faiss()
-    if f is None:
-        raise Skip("faiss is not installed")
-    n = X.shape[0]
-    kk = min(n, k + 2)
-    out_s = np.empty((n, k), dtype=np.float32)
-    out_i = np.empty((n, k), dtype=np.int64)
-    old = f.cvar.distance_compute_blas_database_bs
-    if dbbs:
-        f.cvar.distance_compute_blas_database_bs = dbbs
-    try:
-        for s in range(0, n, block):
-            e = min(n, s + block)
-            cs, ci = f.knn(X[s:e], X, kk, metric=f.METRIC_INNER_PRODUCT)
-            out_s[s:e], out_i[s:e] = _finalize_block(X[s:e], X, cs, ci, k, s)
-    finally:
-        f.cvar.distance_compute_blas_database_bs = old
-    return out_s, out_i
-
-
-def proto_mutual_knn(X: Any, Y: Any, k: int, engine: str = "faiss") -> float:
-    """Proposed align.mutual_knn: validate as float32 (no float64 copies), then one
-    space at a time: normalised float32 copy -> neighbour lists -> drop the copy.
-    Peak memory ≈ one n×d float32 array + the engine's block."""
-    from align.metrics.neighbors import _row_overlap
-    from align.validation import as_matrix, check_k, check_nonzero_rows, check_paired
-
-    X = as_matrix(X, "X", min_rows=2)
-    Y = as_matrix(Y, "Y", min_rows=2)
-    check_paired(X, Y)
-    k = check_k(k, X.shape[0], "k")
-    lists = []
-    for A, name in ((X, "X"), (Y, "Y")):
-        check_nonzero_rows(A, name)
-        An = proto_normalize(A)
-        if engine == "sym":
-            lists.append(sym_self_knn(An, k)[1])
-        else:
-            lists.append(proto_faiss_self_knn(An, k, dbbs=4096)[1])
-        del An
-    return float(_row_overlap(lists[0], lists[1]).mean() / k)
-
-
 # name -> config. "space": one space's self-kNN (queries may be a subset); "mknn": a
 # full two-space mutual kNN.
 TUNE_VARIANTS: Dict[str, Dict[str, Any]] = {
-    "knn.py search (now: IndexFlatIP, default block)": {"kind": "space"},
-    "knn.py search, block 16384": {"kind": "space", "block": 16384},
-    "knn.py search, 1 thread": {"kind": "space", "threads": 1},
+    "knn.py auto (symmetric engine on the CPU)": {"kind": "space"},
+    "knn.py symmetric, block 1024": {"kind": "space", "backend": "symmetric", "block": 1024},
+    "knn.py symmetric, block 4096": {"kind": "space", "backend": "symmetric", "block": 4096},
+    "knn.py faiss (IndexFlatIP, default block)": {"kind": "space", "backend": "faiss"},
+    "knn.py faiss, block 16384": {"kind": "space", "backend": "faiss", "block": 16384},
+    "knn.py faiss, 1 thread": {"kind": "space", "backend": "faiss", "threads": 1},
     "knn.py torch backend (default block)": {"kind": "space", "backend": "torch"},
-    "knn.py torch backend, block 4096": {"kind": "space", "backend": "torch", "block": 4096},
-    "faiss.knn (no index copy), block 16384": {"kind": "space", "proto": "faiss", "block": 16384},
-    "faiss.knn, block 16384, FAISS db tile 4096": {"kind": "space", "proto": "faiss", "block": 16384, "dbbs": 4096},
-    "symmetric torch prototype, block 4096": {"kind": "space", "proto": "sym", "block": 4096},
     "align.mutual_knn (now)": {"kind": "mknn"},
-    "proposed mutual_knn: float32, faiss.knn, db tile 4096": {"kind": "mknn", "proto": "faiss"},
-    "proposed mutual_knn: float32, symmetric torch": {"kind": "mknn", "proto": "sym"},
 }
+
+
+def _self_only(cfg: Dict[str, Any]) -> bool:
+    """Variants that search a set against itself only (no query subset)."""
+    return cfg["kind"] == "mknn" or cfg.get("backend", "auto") in ("auto", "symmetric")
 
 
 def _tune(variant: str):
@@ -813,41 +677,17 @@ def _tune(variant: str):
             _set_threads(cfg["threads"])
         k = p["k"]
         if cfg["kind"] == "mknn":
-            if "proto" in cfg:
-                return proto_mutual_knn(inp[0], inp[1], k, engine=cfg["proto"])
             from align.metrics.neighbors import mutual_knn
 
             return mutual_knn(inp[0], inp[1], k=k)
         X = inp
         nq = p.get("queries") or X.shape[0]
-        if cfg.get("proto") == "sym":
-            if nq != X.shape[0]:
-                raise Skip("the symmetric prototype cannot time a subset of queries; see tune-16k")
-            return sym_self_knn(X, k, cfg["block"])[1][:64].tolist()
-        if cfg.get("proto") == "faiss":
-            if nq != X.shape[0]:
-                return _faiss_subset(X, nq, k, cfg)
-            return proto_faiss_self_knn(X, k, cfg["block"], cfg.get("dbbs"))[1][:64].tolist()
+        if nq != X.shape[0] and _self_only(cfg):
+            raise Skip("a self-search cannot time a subset of queries; see tune-16k")
         _, idx = search_prepared(X[:nq], X, k, True, backend=cfg.get("backend", "auto"), block_size=cfg.get("block"))
         return idx[:64].tolist()
 
     return setup, run
-
-
-def _faiss_subset(X: np.ndarray, nq: int, k: int, cfg: Dict[str, Any]):
-    """faiss.knn of the first nq rows against all rows (for extrapolation at 100k)."""
-    from align.device import faiss
-
-    f = faiss()
-    old = f.cvar.distance_compute_blas_database_bs
-    if cfg.get("dbbs"):
-        f.cvar.distance_compute_blas_database_bs = cfg["dbbs"]
-    try:
-        for s in range(0, nq, cfg["block"]):
-            f.knn(X[s : min(nq, s + cfg["block"])], X, k + 2, metric=f.METRIC_INNER_PRODUCT)
-    finally:
-        f.cvar.distance_compute_blas_database_bs = old
-    return None
 
 
 RR_PRODUCT = "one product X[:nq] Xᵀ (torch.mm)"
@@ -880,9 +720,7 @@ def _tune_rr():
 
         funcs[RR_PRODUCT] = gemm
         for variant, cfg in TUNE_VARIANTS.items():
-            if cfg["kind"] == "mknn" and nq != X.shape[0]:
-                continue
-            if cfg.get("proto") == "sym" and nq != X.shape[0]:
+            if _self_only(cfg) and nq != X.shape[0]:
                 continue
             if "threads" in cfg:
                 continue  # changing the thread pool inside one process disturbs the rest
@@ -928,7 +766,7 @@ def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
     mknn_names = ["1k", "2k"] if quick else ["2k", "8k", "16k", "32k", "100k"]
     for n, nm in zip(mknn_ns, mknn_names):
         cases.append(Case(
-            f"mknn-{nm}", "mknn", {**base, "n": n}, _mknn_reptrans, _mknn_dense,
+            f"mknn-{nm}", "mknn", {**base, "n": n, "warm_n": 4096}, _mknn_reptrans, _mknn_dense,
             "dense n×n (platonic-rep)", lambda p: dense_mknn_bytes(p["n"]), gemm=True,
             label="align.mutual_knn",
         ))
@@ -1008,7 +846,9 @@ def _set_threads(threads: Optional[int]) -> None:
 
 def _warm_params(p: Dict[str, Any]) -> Dict[str, Any]:
     w = dict(p)
-    w["n"] = min(p["n"], 256)
+    # warm_n: large enough for the code path the full size takes (the symmetric
+    # kNN engine starts at 4096 rows; its first call loads compiled code)
+    w["n"] = min(p["n"], p.get("warm_n", 256))
     if "queries" in w:
         w["queries"] = None
     if "c" in w:
@@ -1125,6 +965,8 @@ def machine_info(threads: Optional[int]) -> Dict[str, Any]:
         info["faiss"] = getattr(f, "__version__", "installed") if f is not None else None
         info["faiss_gpus"] = faiss_gpu_count()
         info["knn_backend"] = ("faiss-gpu" if info["faiss_gpus"] else "faiss-cpu") if f is not None else f"torch-{dev.type}"
+        if dev.type == "cpu" and not info["faiss_gpus"]:
+            info["knn_backend"] += "; self-searches >= 4096 rows: symmetric (align.selfknn)"
     except Exception as e:  # pragma: no cover - broken install
         info["error"] = repr(e)
     try:

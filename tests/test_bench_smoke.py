@@ -50,29 +50,6 @@ def test_dense_cknna_baseline_matches_align_cknna(bench):
     assert dense == pytest.approx(align.cknna(X, Y, k=10), abs=1e-4)  # float32 n×n vs float64 sparse
 
 
-@pytest.mark.parametrize("n", [700, 258])  # ragged last block; a last block of 2 rows < k
-def test_symmetric_prototype_equals_knn_engine(bench, n):
-    from align.knn import knn, normalize_rows
-
-    X, _ = bench.paired_data(n, 16, seed=1)
-    X[5] = X[9]  # a duplicate row: still a valid neighbour of its twin
-    X[200:210] = X[3]  # many exact ties
-    Xn = np.ascontiguousarray(normalize_rows(X))
-    sims, idx = bench.sym_self_knn(Xn, 7, block=128)
-    ref_s, ref_i = knn(Xn, 7, backend="torch")
-    np.testing.assert_array_equal(idx, ref_i)
-    np.testing.assert_allclose(sims, ref_s, atol=1e-5)
-
-
-def test_proposed_mutual_knn_equals_align(bench):
-    import align
-
-    X, Y = bench.paired_data(500, 32, seed=2)
-    ref = align.mutual_knn(X, Y, k=5)
-    assert bench.proto_mutual_knn(X, Y, 5, engine="faiss") == ref
-    assert bench.proto_mutual_knn(X, Y, 5, engine="sym") == ref
-
-
 def test_gram_cka_matches_published_value(bench):
     # Kornblith et al. CKA notebook: linear CKA = 0.55761 on this data.
     np.random.seed(1337)

@@ -120,3 +120,81 @@ def test_torch_fallback_when_faiss_missing(monkeypatch):
     np.testing.assert_array_equal(i, brute(X, X, 3, True)[1])
     with pytest.raises(ValueError, match="faiss is not installed"):
         knn(X, 3, backend="faiss")
+
+
+# ---------------------------------------------------------------------------
+# The symmetric engine (align.selfknn): half of X Xᵀ, each block read both ways.
+# Small blocks make every case cross many block boundaries, with a ragged last block.
+
+
+@pytest.mark.parametrize("n, block", [(300, 64), (257, 50), (130, 200)])
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+def test_symmetric_matches_bruteforce(n, block, metric):
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, 16)) * np.geomspace(1, 0.1, 16)
+    s, i = knn(X, 7, metric=metric, backend="symmetric", block_size=block)
+    bs, bi = brute(X, X, 7, True, metric)
+    np.testing.assert_array_equal(i, bi)
+    np.testing.assert_allclose(s, bs, rtol=1e-5, atol=1e-6)
+    assert (np.diff(s, axis=1) <= 0).all()
+
+
+def test_symmetric_ties_lower_index_first_and_self_by_index():
+    """Exact duplicates tie exactly; the symmetric engine settles them by index,
+    as FAISS and torch do, and excludes self by index, not by value."""
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((12, 5)).astype(np.float32)
+    X = base[rng.integers(0, 12, 150)]
+    for k in (1, 3, 9, 20, 148):
+        _, i = knn(X, k, backend="symmetric", block_size=17)
+        np.testing.assert_array_equal(i, brute(X, X, k, True)[1])
+        assert not (i == np.arange(len(X))[:, None]).any()
+
+
+def test_symmetric_largest_k_and_agreement_with_faiss_engine():
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((40, 6)).astype(np.float32)
+    _, i = knn(X, 39, backend="symmetric", block_size=8)  # k = n - 1: every other row
+    assert (np.sort(i, axis=1) == np.array([[j for j in range(40) if j != r] for r in range(40)])).all()
+    Y = rng.standard_normal((700, 24)).astype(np.float32)
+    other = "faiss" if faiss() is not None else "torch"
+    np.testing.assert_array_equal(knn(Y, 10, backend="symmetric", block_size=128)[1], knn(Y, 10, backend=other)[1])
+
+
+def test_symmetric_is_for_self_search_only():
+    X = np.random.default_rng(0).standard_normal((20, 4))
+    with pytest.raises(ValueError, match="backend='symmetric'"):
+        knn(X, 3, database=X, backend="symmetric")
+    with pytest.raises(ValueError, match="backend='symmetric'"):
+        knn(X, 3, exclude_self=False, backend="symmetric")
+
+
+def test_auto_takes_the_symmetric_engine_for_large_self_search(monkeypatch):
+    import importlib
+
+    mod = importlib.import_module("align.knn")
+    sel = importlib.import_module("align.selfknn")
+    calls = []
+    real = sel.self_knn_candidates
+    monkeypatch.setattr(sel, "self_knn_candidates", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    monkeypatch.setattr(mod, "_SYM_MIN_ROWS", 100)
+    X = np.random.default_rng(1).standard_normal((150, 8))
+    _, i = knn(X, 5)
+    np.testing.assert_array_equal(i, brute(X, X, 5, True)[1])
+    assert calls == [(150, 8)]
+    knn(X, 5, database=X)  # not a self-search: the general engine
+    knn(X[:99], 5)  # below the threshold
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("n", [700, 258])  # ragged last block; a last block of 2 rows < k
+def test_symmetric_equals_torch_engine_with_duplicates_and_ties(n):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((n, 16)).astype(np.float32)
+    X[5] = X[9]  # a duplicate row: still a valid neighbour of its twin
+    X[200:210] = X[3]  # many exact ties
+    s, i = knn(X, 7, backend="symmetric", block_size=128)
+    ref_s, ref_i = knn(X, 7, backend="torch")
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(s, ref_s, atol=1e-5)
+    assert i[9, 0] == 5 and i[5, 0] == 9
