@@ -38,8 +38,9 @@ _FAISS_GPU_MAX_K = 2048
 # Similarity block (queries x database) kept in memory at once: 2**26 float32 = 256 MiB.
 _BLOCK_ELEMS = 1 << 26
 # Symmetric engine: block rows (a 16 MiB buffer), and the smallest self-search that
-# "auto" gives it. At n = 16384, d = 768 on 2 cores, blocks of 2048 took 1.57 s and
-# of 4096 2.25 s against 3.5 s for IndexFlatIP (scripts/bench.py --cases tune-16k).
+# "auto" gives it. One self-search at n = 16000, d = 768 on 2 cores, median of 5
+# interleaved rounds: blocks of 2048 1.49 s, 1024 1.50 s, 4096 1.65 s; IndexFlatIP
+# 2.96 s; one plain n×n×d product 2.24 s (scripts/bench.py --cases tune-rr-16k).
 _SYM_BLOCK = 2048
 _SYM_MIN_ROWS = 4096
 
@@ -134,6 +135,8 @@ def search_prepared(
     boundary; everyone else calls :func:`knn`.
     """
     nq, nd = Q.shape[0], D.shape[0]
+    if backend == "symmetric" and not (Q is D and exclude_self):
+        raise ValueError("backend='symmetric' is for a self-search: Q must be D, with exclude_self=True")
     # (k = n - 1 leaves no room for the tie-revealing candidate: the plain search.)
     if nq >= k + 2 and _symmetric_engine(Q, D, exclude_self, backend):
         from .selfknn import self_knn_candidates

@@ -684,7 +684,8 @@ def _tune(variant: str):
         nq = p.get("queries") or X.shape[0]
         if nq != X.shape[0] and _self_only(cfg):
             raise Skip("a self-search cannot time a subset of queries; see tune-16k")
-        _, idx = search_prepared(X[:nq], X, k, True, backend=cfg.get("backend", "auto"), block_size=cfg.get("block"))
+        Q = X if nq == X.shape[0] else X[:nq]  # the same object: a self-search
+        _, idx = search_prepared(Q, X, k, True, backend=cfg.get("backend", "auto"), block_size=cfg.get("block"))
         return idx[:64].tolist()
 
     return setup, run
