@@ -90,6 +90,17 @@ def test_cknna_matches_dense_definition(pair):
         assert cknna(X, Y, k=k) == pytest.approx(_dense_cknna(X, Y, k), abs=1e-9)
 
 
+def test_cknna_kernel_entries_in_chunks_give_the_same_value(pair, monkeypatch):
+    import importlib
+
+    mod = importlib.import_module("align.metrics.neighbors")
+    X, Y = pair
+    whole = cknna(X, Y, k=10)
+    monkeypatch.setattr(mod, "_PAIR_CHUNK", 7)  # many chunks, a ragged last one
+    assert cknna(X, Y, k=10) == pytest.approx(whole, abs=1e-12)
+    assert cknna(X, Y, k=10) == pytest.approx(_dense_cknna(X, Y, 10), abs=1e-9)
+
+
 def test_invariances():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((400, 16)) * np.linspace(0.2, 3, 16)
