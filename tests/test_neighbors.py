@@ -145,3 +145,12 @@ def test_cknna_needs_k2():
     X = np.random.default_rng(0).standard_normal((20, 3))
     with pytest.raises(ValueError, match="k must be >= 2"):
         cknna(X, X, k=1)
+
+
+def test_float64_beyond_float32_range_is_accepted():
+    """Rows are normalised in their own precision before the float32 search
+    (1e100 overflows float32, not float64 or its squares)."""
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((60, 5)), rng.standard_normal((60, 5))
+    assert mutual_knn(X * 1e100, Y * 1e-100, k=4) == mutual_knn(X, Y, k=4)
+    assert cknna(X * 1e100, Y, k=4) == pytest.approx(cknna(X, Y, k=4), abs=1e-12)

@@ -37,21 +37,23 @@ def _prepare(X: Any, Y: Any, k: int, min_k: int = 1) -> Tuple[np.ndarray, np.nda
 
 
 def _lists(A: np.ndarray, name: str, k: int) -> np.ndarray:
-    """Cosine neighbour index lists of one validated float32 space. The unit-row
-    copy lives only during its own search, so a mutual kNN holds at most one."""
+    """Cosine neighbour index lists of one validated space. Rows are normalised in
+    A's own precision (float64 input may exceed float32's range until then), and
+    the search runs on a float32 unit-row copy that lives only during it, so a
+    mutual kNN holds at most one."""
     check_nonzero_rows(A, name)
-    An = normalize_rows(A)
+    An = np.ascontiguousarray(normalize_rows(A), dtype=np.float32)
     return search_prepared(An, An, k, True)[1]
 
 
 def neighbor_lists(X: Any, Y: Any, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
     """The (n, k) cosine neighbour index lists of X and of Y (self excluded).
 
-    Float32 throughout (float64 input is converted once): memory is one n×d
-    float32 copy plus the search's block, never n×n.
+    The search runs in float32: for float32 input the memory is one n×d unit-row
+    copy plus the search's block, never n×n.
     """
-    X = as_matrix(X, "X", dtype=np.float32, min_rows=2)
-    Y = as_matrix(Y, "Y", dtype=np.float32, min_rows=2)
+    X = as_matrix(X, "X", min_rows=2)
+    Y = as_matrix(Y, "Y", min_rows=2)
     check_paired(X, Y)
     k = check_k(k, X.shape[0], "k")
     return _lists(X, "X", k), _lists(Y, "Y", k)
@@ -156,7 +158,7 @@ def cknna(X: Any, Y: Any, k: int = 10) -> float:
     n = Xn.shape[0]
     if n < 4:
         raise ValueError(f"cknna needs at least 4 samples (unbiased HSIC), got {n}")
-    ix, iy = _lists(Xn.astype(np.float32), "X", k), _lists(Yn.astype(np.float32), "Y", k)
+    ix, iy = _lists(Xn, "X", k), _lists(Yn, "Y", k)
     rows = np.repeat(np.arange(n), k)
     # α: neighbour pairs common to both lists; a pair (i, j) is in both iff it
     # appears twice in the concatenation of the two (unique-per-row) lists.
