@@ -135,10 +135,8 @@ def search_prepared(
     boundary; everyone else calls :func:`knn`.
     """
     nq, nd = Q.shape[0], D.shape[0]
-    if backend == "symmetric" and not (Q is D and exclude_self):
-        raise ValueError("backend='symmetric' is for a self-search: Q must be D, with exclude_self=True")
     # (k = n - 1 leaves no room for the tie-revealing candidate: the plain search.)
-    if nq >= k + 2 and _symmetric_engine(Q, D, exclude_self, backend):
+    if _symmetric_engine(Q, D, exclude_self, backend) and nq >= k + 2:
         from .selfknn import self_knn_candidates
 
         # k + 1 candidates other than self expose a tie at the k-th place.
@@ -164,11 +162,14 @@ def search_prepared(
 
 
 def _symmetric_engine(Q: np.ndarray, D: np.ndarray, exclude_self: bool, backend: str) -> bool:
-    if not (Q is D and exclude_self):
-        return False
+    """Whether this search goes to the symmetric engine (refuses it where it cannot)."""
+    self_search = Q is D and exclude_self
     if backend == "symmetric":
+        if not self_search:
+            raise ValueError("backend='symmetric' is for a self-search: Q must be D, with exclude_self=True")
         return True
-    return backend == "auto" and Q.shape[0] >= _SYM_MIN_ROWS and faiss_gpu_count() == 0 and not cuda_available()
+    return (self_search and backend == "auto" and Q.shape[0] >= _SYM_MIN_ROWS
+            and faiss_gpu_count() == 0 and not cuda_available())
 
 
 def _make_searcher(D: np.ndarray, kk: int, backend: str):

@@ -10,7 +10,8 @@ Usage (from the repository root)::
 
 Cases (``--cases`` takes case names or group names):
 
-- ``mknn-{2k,8k,16k,32k,100k,1m}``: ``align.mutual_knn`` (k = 10, d = 768) vs the dense
+- ``mknn-{2k,8k,16k,32k,100k,1m}`` (1m only where CUDA is available):
+  ``align.mutual_knn`` (k = 10, d = 768) vs the dense
   n×n definition of the platonic-rep code (``X @ X.T``, fill the diagonal, argsort
   descending, two n×n masks, sum of their product), run only where its estimated
   memory fits ``--dense-max-gb``. Each row also times one plain n×n×d float32
@@ -84,6 +85,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+from align.knn import _SYM_MIN_ROWS as SYM_MIN_ROWS  # noqa: E402  (where "auto" turns symmetric)
 
 MiB = float(1 << 20)
 GB = 1e9
@@ -264,7 +267,8 @@ def _mknn_setup(p):
         from align.device import cuda_available
 
         if not cuda_available():
-            # 2 × 3 GB of inputs and about two hours on 2 cores (1.36 products of 10⁶ rows)
+            # 2 × 3 GB of inputs, and about four hours on 2 cores (estimated: 1.36 products,
+            # each 100 × the 105 s measured at 100k)
             raise Skip("runs only where CUDA is available (issue 5's GPU row)")
     X, Y = paired_data(p["n"], p["d"], p["seed"])
     return X, Y
@@ -773,7 +777,8 @@ def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
     mknn_names = ["1k", "2k"] if quick else ["2k", "8k", "16k", "32k", "100k", "1m"]
     for n, nm in zip(mknn_ns, mknn_names):
         cases.append(Case(
-            f"mknn-{nm}", "mknn", {**base, "n": n, "warm_n": 4096, "gpu_only": n > 100000}, _mknn_reptrans, _mknn_dense,
+            f"mknn-{nm}", "mknn", {**base, "n": n, "warm_n": SYM_MIN_ROWS, "gpu_only": n > 100000},
+            _mknn_reptrans, _mknn_dense,
             "dense n×n (platonic-rep)", lambda p: dense_mknn_bytes(p["n"]), gemm=True,
             label="align.mutual_knn",
         ))
@@ -854,7 +859,7 @@ def _set_threads(threads: Optional[int]) -> None:
 def _warm_params(p: Dict[str, Any]) -> Dict[str, Any]:
     w = dict(p)
     # warm_n: large enough for the code path the full size takes (the symmetric
-    # kNN engine starts at 4096 rows; its first call loads compiled code)
+    # kNN engine starts at SYM_MIN_ROWS; its first call loads compiled code)
     w["n"] = min(p["n"], p.get("warm_n", 256))
     if "queries" in w:
         w["queries"] = None
@@ -973,7 +978,7 @@ def machine_info(threads: Optional[int]) -> Dict[str, Any]:
         info["faiss_gpus"] = faiss_gpu_count()
         info["knn_backend"] = ("faiss-gpu" if info["faiss_gpus"] else "faiss-cpu") if f is not None else f"torch-{dev.type}"
         if dev.type == "cpu" and not info["faiss_gpus"]:
-            info["knn_backend"] += "; self-searches >= 4096 rows: symmetric (align.selfknn)"
+            info["knn_backend"] += f"; self-searches >= {SYM_MIN_ROWS} rows: symmetric (align.selfknn)"
     except Exception as e:  # pragma: no cover - broken install
         info["error"] = repr(e)
     try:

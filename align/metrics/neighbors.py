@@ -36,14 +36,11 @@ def _prepare(X: Any, Y: Any, k: int, min_k: int = 1) -> Tuple[np.ndarray, np.nda
     return normalize_rows(X), normalize_rows(Y), k
 
 
-def _lists(A: np.ndarray, name: str, k: int) -> np.ndarray:
-    """Cosine neighbour index lists of one validated space. Rows are normalised in
-    A's own precision (float64 input may exceed float32's range until then), and
-    the search runs on a float32 unit-row copy that lives only during it, so a
-    mutual kNN holds at most one."""
-    check_nonzero_rows(A, name)
-    An = np.ascontiguousarray(normalize_rows(A), dtype=np.float32)
-    return search_prepared(An, An, k, True)[1]
+def _lists(Un: np.ndarray, k: int) -> np.ndarray:
+    """Neighbour index lists of unit rows (any float dtype); the search runs on a
+    float32 copy that lives only during it."""
+    U32 = np.ascontiguousarray(Un, dtype=np.float32)
+    return search_prepared(U32, U32, k, True)[1]
 
 
 def neighbor_lists(X: Any, Y: Any, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
@@ -56,7 +53,12 @@ def neighbor_lists(X: Any, Y: Any, k: int = 10) -> Tuple[np.ndarray, np.ndarray]
     Y = as_matrix(Y, "Y", min_rows=2)
     check_paired(X, Y)
     k = check_k(k, X.shape[0], "k")
-    return _lists(X, "X", k), _lists(Y, "Y", k)
+    lists = []
+    for A, name in ((X, "X"), (Y, "Y")):  # one space's unit rows at a time
+        check_nonzero_rows(A, name)
+        # normalised in A's own precision: float64 input may exceed float32's range until then
+        lists.append(_lists(normalize_rows(A), k))
+    return lists[0], lists[1]
 
 
 def _row_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -158,7 +160,7 @@ def cknna(X: Any, Y: Any, k: int = 10) -> float:
     n = Xn.shape[0]
     if n < 4:
         raise ValueError(f"cknna needs at least 4 samples (unbiased HSIC), got {n}")
-    ix, iy = _lists(Xn, "X", k), _lists(Yn, "Y", k)
+    ix, iy = _lists(Xn, k), _lists(Yn, k)
     rows = np.repeat(np.arange(n), k)
     # α: neighbour pairs common to both lists; a pair (i, j) is in both iff it
     # appears twice in the concatenation of the two (unique-per-row) lists.
