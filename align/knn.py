@@ -28,7 +28,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .device import cuda_available, faiss, faiss_gpu_count, torch_device
-from .validation import as_matrix, check_choice, check_k, check_nonzero_rows
+from .validation import as_matrix, check_choice, check_k, check_nonzero_rows, check_positive_int
 
 __all__ = ["knn", "normalize_rows"]
 
@@ -92,6 +92,8 @@ def knn(
     """
     check_choice(metric, "metric", ("cosine", "ip"))
     check_choice(backend, "backend", _BACKENDS)
+    if block_size is not None:
+        block_size = check_positive_int(block_size, "block_size")
     Q = as_matrix(queries, "queries", dtype=np.float32)
     self_mode = database is None
     D = Q if self_mode else as_matrix(database, "database", dtype=np.float32)

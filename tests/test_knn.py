@@ -100,6 +100,9 @@ def test_backends_identical_and_torch_input():
         (dict(queries=np.zeros((0, 3)), k=1), "empty"),
         (dict(queries=np.arange(12).reshape(4, 3), k=1), "integer dtype"),
         (dict(queries=np.random.rand(6), k=1), "2-D"),
+        (dict(queries=np.random.rand(9, 3), k=2, block_size=0), "block_size"),
+        (dict(queries=np.random.rand(9, 3), k=2, block_size=-3, backend="symmetric"), "block_size"),
+        (dict(queries=np.random.rand(9, 3), k=2, block_size=2.5), "block_size"),
     ],
 )
 def test_bad_input(kwargs, match):
