@@ -272,6 +272,7 @@ def test_isometric_recovers_rotation_without_pairs(iso32):
     assert np.abs(m.W_ - Q).max() < 0.1
     assert any("restart" in e for e in m.history_)
     assert any(e.get("stage") == "polish" for e in m.history_)
+    assert [e["iter"] for e in m.history_ if e.get("stage") == "transport"] == [1, 2]
 
 
 def _check_semi_orthogonal(m, d_a, d_b):
@@ -453,6 +454,10 @@ def test_isometric_transform_wrong_width(iso32):
         (dict(agree=1.0), "agree"),
         (dict(n_quantiles=1), "n_quantiles"),
         (dict(seed=-1), "seed"),
+        (dict(ot_eps=0.0), "ot_eps"),
+        (dict(ot_eps=float("inf")), "ot_eps"),
+        (dict(ot_iter=-1), "ot_iter"),
+        (dict(ot_rows=1), "ot_rows"),
     ],
 )
 def test_isometric_bad_parameters(kw, match):
@@ -526,3 +531,37 @@ def test_evaluate_export_survives_submodule_import():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "True"]
+
+
+@pytest.mark.parametrize("shape", [(6, 9), (9, 6), (7, 7)])
+@pytest.mark.parametrize("rank", [None, 2])
+def test_orthogonal_procrustes_matches_svd(shape, rank):
+    """The eigh-based polar factor is (semi-)orthogonal and reaches the SVD's maximum of
+    tr(Wᵀ M) = sum of singular values, also when M is rank-deficient (a centred space)."""
+    from translate.paired import orthogonal_procrustes
+
+    rng = np.random.default_rng(1)
+    M = rng.standard_normal(shape) if rank is None else rng.standard_normal((shape[0], rank)) @ rng.standard_normal(
+        (rank, shape[1]))
+    W = orthogonal_procrustes(M)
+    G = W @ W.T if shape[0] <= shape[1] else W.T @ W
+    np.testing.assert_allclose(G, np.eye(min(shape)), atol=1e-12)
+    assert np.sum(W * M) == pytest.approx(np.linalg.svd(M, compute_uv=False).sum(), rel=1e-12)
+    if rank is None:  # full rank: the polar factor is unique
+        U, _, Vt = np.linalg.svd(M, full_matrices=False)
+        np.testing.assert_allclose(W, U @ Vt, atol=1e-10)
+
+
+def test_entropic_plan_marginals():
+    from translate.isometric import _entropic_plan
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((40, 5)).astype(np.float32)
+    B = rng.standard_normal((60, 5)).astype(np.float32)
+    P = _entropic_plan(A, B, 0.5, 200)
+    np.testing.assert_allclose(P.sum(axis=0), np.full(60, 40 / 60), rtol=1e-4)  # exact after the last scaling
+    np.testing.assert_allclose(P.sum(axis=1), np.ones(40), rtol=1e-3)
+    # small eps: the plan of identical unit rows (each its own best match) concentrates on the identity
+    U = A / np.linalg.norm(A, axis=1, keepdims=True)
+    P = _entropic_plan(U, U, 0.01, 50)
+    assert (P.argmax(axis=1) == np.arange(40)).all()

@@ -38,6 +38,8 @@ from .base import Translator
 __all__ = ["Procrustes", "Linear", "orthogonal_procrustes"]
 
 _EPS = 1e-12
+# Gram eigenvalues below this fraction of the largest count as zero (see orthogonal_procrustes).
+_POLAR_COND = 1e-10
 
 
 def _unit_rows(Z: np.ndarray) -> np.ndarray:
@@ -50,11 +52,29 @@ def orthogonal_procrustes(M: np.ndarray) -> np.ndarray:
 
     It maximises ``tr(Wᵀ M)`` over (semi-)orthogonal ``W`` of shape (d_a, d_b):
     orthonormal columns when d_a >= d_b, orthonormal rows otherwise.
-    Computed in float64 (the SVD of a float32 cross-covariance loses orthogonality).
+    Computed in float64 (a float32 cross-covariance loses orthogonality) as
+    ``(M Mᵀ)^{-1/2} M`` from the eigendecomposition of the smaller Gram matrix,
+    3x faster than the SVD at 384 x 768. Directions where the Gram has
+    (relatively) no energy -- a centred space has at least one -- do not change
+    ``tr(Wᵀ M)``; they are sent to an orthonormal basis of what the others leave
+    free, so W stays (semi-)orthogonal, as the SVD would make it.
     """
+    M = np.asarray(M, dtype=np.float64)
+    if M.shape[0] > M.shape[1]:
+        return orthogonal_procrustes(M.T).T
     with one_blas_thread():
-        U, _, Vt = np.linalg.svd(np.asarray(M, dtype=np.float64), full_matrices=False)
-        return U @ Vt
+        lam, U = np.linalg.eigh(M @ M.T)
+        # eigh of the Gram squares M's condition number: below this ratio an
+        # eigenvalue is rounding error, and so would its inverse square root be
+        keep = lam > _POLAR_COND * max(lam[-1], 0.0)
+        Ur = U[:, keep]
+        R = (Ur / np.sqrt(lam[keep])).T @ M  # orthonormal rows spanning M's row space
+        W = Ur @ R
+        n_free = int(np.sum(~keep))
+        if n_free:
+            Q, _ = np.linalg.qr(R.T, mode="complete")
+            W += U[:, ~keep] @ Q[:, R.shape[0]: R.shape[0] + n_free].T
+        return W
 
 
 class _SpacePrep:
