@@ -81,12 +81,12 @@ stage                                  top-1
 signature initialisation               0.007
 + random-block assignment / Procrustes 0.976
 + polishing on all rows                0.990
-+ entropic refinement (2 rounds)       0.993-0.994 (4 fits, below)
++ entropic refinement (2 rounds)       0.993-0.994 (2 fits, below)
 random start instead of signatures     0.001
 paired Procrustes oracle (11.5k pairs) 0.997
 =====================================  ======
 
-Entropic refinement, measured from four saved fits (ε = 0.05, full 11.5k rows):
+Entropic refinement, measured from two saved fits (ε = 0.05, full 11.5k rows):
 minilm -> mpnet 0.989 -> 0.993 / 0.994 after one / two rounds, mpnet -> minilm
 0.990 -> 0.993; ε = 0.1 and 0.2 gave less (0.991, 0.989), ε = 0.01-0.03 less or
 unstable, 2000- or 4000-row blocks instead of one plan were noisier (0.987-0.995),
@@ -141,7 +141,7 @@ def _random_map(d_a: int, d_b: int, rng: np.random.Generator) -> np.ndarray:
 
 def _cross(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """``Xᵀ Y`` summed in float32 (float64 would double the time; the polar factor
-    of the float32 sum differs by ~1e-7 relative), returned in float64 for the SVD."""
+    of the float32 sum differs by ~1e-7 relative), returned in float64 for the polar factor."""
     return np.asarray(X.T @ Y, dtype=np.float64)
 
 
