@@ -91,8 +91,8 @@ minilm -> mpnet 0.989 -> 0.993 / 0.994 after one / two rounds, mpnet -> minilm
 0.990 -> 0.993; ε = 0.1 and 0.2 gave less (0.991, 0.989), ε = 0.01-0.03 less or
 unstable, 2000- or 4000-row blocks instead of one plan were noisier (0.987-0.995),
 an unbalanced softmax (no Sinkhorn scaling) 0.990. Whole fits with it:
-minilm -> mpnet seed 2 top-1 0.994 (127 s), mpnet -> minilm seed 1 0.993
-(163-215 s, depending on how many restarts ran). About 85-215 s per fit (two or three restarts). A known rotation of real embeddings plus
+minilm -> mpnet seed 2 top-1 0.994 (146 s, two restarts), mpnet -> minilm seed 1
+0.993 (219 s, three restarts). About 85-220 s per fit (two or three restarts). A known rotation of real embeddings plus
 10% noise is recovered exactly (top-1 1.000 for 384/768 -> 384/768); an
 anisotropic Gaussian is not, and cannot be: flipping the sign of any principal
 axis leaves it unchanged, so the data do not determine the map.
