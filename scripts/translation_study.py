@@ -149,6 +149,9 @@ def fit_one(data: Data, seed: int, params: Dict[str, Any]) -> Dict[str, Any]:
         "mean_cos": r["mean_cos"], "foscttm": r["foscttm"], "pool": r["pool"],
         "restarts": len(m.restarts_), "success": bool(chosen["success"]), "gain": round(chosen["gain"], 3),
         "iters": sum(x["iters"] for x in m.restarts_),
+        # per restart after the first that passed min_gain: agreement with the closest earlier map
+        "agreement": [None if x["agreement"] is None else round(x["agreement"], 3) for x in m.restarts_],
+        "restart_gains": [round(x["gain"], 2) for x in m.restarts_],
     }
 
 
@@ -174,7 +177,8 @@ def plan(args) -> List[Tuple[str, Dict[str, Any], Callable[[], Data], int, Dict[
     if "ablation" in args.parts:
         variants = {
             "random init": {"init": "random", "n_init": 2},
-            "blocks of 100 rows": {"batch_size": 100},
+            # the exploration before it drew a row subset per iteration
+            "all fit rows, blocks of 500": {"explore_rows": HALF, "batch_size": 500},
         }
         for name, params in variants.items():
             key = {"variant": name, "source": "minilm", "target": "mpnet", "n": HALF}

@@ -138,7 +138,7 @@ def _plot(rows: List[Dict[str, Any]], metric_rows: List[Dict[str, Any]], history
     axes[0].set_title(f"{title}\nheld-out translation, pool {rows[0]['pool']}")
     axes[0].legend()
 
-    explore = [h for h in history if "restart" in h]
+    explore = [h for h in history if "stage" not in h]  # polishing and transport rounds carry a stage
     for r in sorted({h["restart"] for h in explore}):
         hs = [h for h in explore if h["restart"] == r]
         axes[1].plot([h["iter"] for h in hs], [h["gain"] for h in hs], label=f"restart {r}")

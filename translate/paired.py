@@ -72,9 +72,22 @@ def orthogonal_procrustes(M: np.ndarray) -> np.ndarray:
         W = Ur @ R
         n_free = int(np.sum(~keep))
         if n_free:
-            Q, _ = np.linalg.qr(R.T, mode="complete")
-            W += U[:, ~keep] @ Q[:, R.shape[0]: R.shape[0] + n_free].T
+            W += U[:, ~keep] @ _complement(R, n_free).T
         return W
+
+
+def _complement(R: np.ndarray, n: int) -> np.ndarray:
+    """``n`` orthonormal columns orthogonal to the orthonormal rows of R (r, d).
+
+    Fixed pseudo-random vectors with R's row space projected out (twice, for
+    rounding), then a thin QR: O(d r n), where the complete QR of Rᵀ cost O(d² r)
+    and half the time of the polar factor (0.08 of 0.16 s at 381 x 768).
+    """
+    G = np.random.default_rng(0).standard_normal((R.shape[1], n))
+    for _ in range(2):
+        G -= R.T @ (R @ G)
+    Q, _ = np.linalg.qr(G)
+    return Q
 
 
 class _SpacePrep:
