@@ -27,6 +27,7 @@ from align.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_artifact, save_arti
 
 from translate.evaluate import evaluate, unpaired_diagnostic  # noqa: E402
 from translate.isometric import Isometric  # noqa: E402
+import translate.isometric as iso_mod  # noqa: E402
 from translate.paired import Linear, Procrustes  # noqa: E402
 
 ISO = dict(progress=False)
@@ -290,6 +291,25 @@ def test_isometric_narrow_to_wide_recovery():
     assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
 
 
+def test_isometric_explores_on_row_subsets(monkeypatch):
+    """explore_rows below the fit rows: every exploration iteration matches a fresh random
+    subset (the default, 4000, exceeds the other tests' data), and the map is still found."""
+    X, Y, Xt, Yt, _ = iso_data(32, 32, seed=1)
+    sizes, seen = set(), []
+    orig = iso_mod._block_assignment
+
+    def spy(A, B, block, rng):
+        sizes.add((len(A), len(B)))
+        seen.append(A[:3].copy())
+        return orig(A, B, block, rng)
+
+    monkeypatch.setattr(iso_mod, "_block_assignment", spy)
+    m = Isometric(seed=0, explore_rows=500, **ISO).fit(X, Y)
+    assert sizes == {(500, 500)}
+    assert not np.array_equal(seen[0], seen[1])  # another subset each iteration
+    assert evaluate(m.transform(Xt), Yt)["top1"] == 1.0
+
+
 def test_isometric_wide_to_narrow_is_recovered_or_flagged():
     # 32 -> 24 with 1000 rows per side is not always recovered; a wrong map must then be flagged.
     X, Y, Xt, Yt, _ = iso_data(32, 24, n=1000)
@@ -458,6 +478,7 @@ def test_isometric_transform_wrong_width(iso32):
         (dict(ot_eps=float("inf")), "ot_eps"),
         (dict(ot_iter=-1), "ot_iter"),
         (dict(ot_rows=1), "ot_rows"),
+        (dict(explore_rows=0), "explore_rows"),
     ],
 )
 def test_isometric_bad_parameters(kw, match):
