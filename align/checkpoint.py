@@ -78,8 +78,15 @@ def save_artifact(path: PathLike, kind: str, config: Mapping[str, Any], tensors:
         "sha256": hashlib.sha256(weights).hexdigest(),
     }
     atomic_write_bytes(path / WEIGHTS_NAME, weights)
-    atomic_write_bytes(path / CONFIG_NAME, json.dumps(meta, indent=2, sort_keys=True).encode())
+    atomic_write_bytes(path / CONFIG_NAME, json.dumps(meta, indent=2, sort_keys=True, default=_json_scalar).encode())
     return path
+
+
+def _json_scalar(obj: Any) -> Any:
+    # numpy scalars pass the parameter checks (np.int64(5) is an Integral) and must save as numbers
+    if isinstance(obj, np.generic) and obj.ndim == 0 and obj.dtype.kind in "biuf":
+        return obj.item()
+    raise TypeError(f"config value of type {type(obj).__name__} is not JSON-serialisable")
 
 
 def load_artifact(

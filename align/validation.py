@@ -8,6 +8,7 @@ argument and says how to fix it.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Iterable, Optional, Sequence
 
@@ -18,6 +19,7 @@ __all__ = [
     "check_paired",
     "check_k",
     "check_positive_int",
+    "check_real",
     "check_choice",
     "check_nonconstant_columns",
     "check_nonzero_rows",
@@ -119,6 +121,27 @@ def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_real(value: Any, name: str, low: Optional[float] = None, high: Optional[float] = None,
+               open_low: bool = False, open_high: bool = False) -> float:
+    """A finite real number within the bounds given (bools are refused).
+
+    ``low`` / ``high`` are inclusive unless ``open_low`` / ``open_high``.
+    """
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if open_low else '>='} {low}")
+    if high is not None:
+        bounds.append(f"{'<' if open_high else '<='} {high}")
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if open_low else value >= low
+    if ok and high is not None:
+        ok = value < high if open_high else value <= high
+    if not ok:
+        raise ValueError(f"{name} must be a finite number{' ' if bounds else ''}{' and '.join(bounds)}, got {value!r}")
+    return float(value)
 
 
 def check_k(k: Any, n: int, name: str = "k", exclude_self: bool = True) -> int:

@@ -28,6 +28,17 @@ def test_scalars_keep_their_shape(tmp_path):
     assert tensors["scale"].shape == () and tensors["t"].shape == () and float(tensors["scale"]) == 2.5
 
 
+def test_numpy_scalars_in_config_save_as_numbers(tmp_path):
+    # parameter checks accept numpy scalars (np.int64 is an Integral), so a config can hold them
+    cfg = {"n": np.int64(5), "eps": np.float32(0.25), "flag": np.bool_(True)}
+    save_artifact(tmp_path / "c", "Thing", cfg, {"W": np.eye(2, dtype=np.float32)})
+    config, _, _ = load_artifact(tmp_path / "c", "Thing")
+    assert config == {"n": 5, "eps": 0.25, "flag": True}
+    assert type(config["n"]) is int and type(config["eps"]) is float
+    with pytest.raises(TypeError, match="config value of type object is not JSON-serialisable"):
+        save_artifact(tmp_path / "d", "Thing", {"x": object()}, {"W": np.eye(2, dtype=np.float32)})
+
+
 def test_other_kind_refused(saved):
     with pytest.raises(ValueError, match="holds a 'Thing', not a Other"):
         load_artifact(saved, "Other")

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from align.validation import as_matrix, check_choice, check_k, check_nonconstant_columns, check_paired
+from align.validation import as_matrix, check_choice, check_k, check_nonconstant_columns, check_paired, check_real
 
 
 def test_accepts_arrays_tensors_lists_and_widens_half():
@@ -57,3 +57,28 @@ def test_small_checks():
         check_choice("poly", "kernel", ["linear", "rbf"])
     with pytest.raises(ValueError, match="constant column"):
         check_nonconstant_columns(np.c_[np.arange(4.0), np.ones(4)], "Y")
+
+
+@pytest.mark.parametrize(
+    "value, kw, match",
+    [
+        (0.0, dict(low=0, open_low=True), r"eps must be a finite number > 0, got 0\.0"),
+        (-1, dict(low=0), r"eps must be a finite number >= 0, got -1"),
+        (1.0, dict(low=0, high=1, open_low=True, open_high=True), r"> 0 and < 1, got 1\.0"),
+        (2, dict(high=1), r"<= 1, got 2"),
+        (float("nan"), {}, "eps must be a finite number, got nan"),
+        (float("inf"), dict(low=0), "got inf"),
+        (True, {}, "got True"),
+        ("0.1", {}, "got '0.1'"),
+    ],
+)
+def test_check_real_refuses(value, kw, match):
+    with pytest.raises(ValueError, match=match):
+        check_real(value, "eps", **kw)
+
+
+def test_check_real_accepts_bounds_and_numpy_scalars():
+    assert check_real(0, "x", low=0) == 0.0
+    assert check_real(1, "x", 0, 1) == 1.0
+    assert check_real(np.float32(0.25), "x", 0, 1, open_low=True, open_high=True) == 0.25
+    assert isinstance(check_real(3, "x"), float)

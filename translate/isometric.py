@@ -118,7 +118,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from align.knn import knn
-from align.validation import check_choice, check_positive_int
+from align.validation import check_choice, check_positive_int, check_real
 
 from .base import Translator
 from .paired import _SpacePrep, orthogonal_procrustes
@@ -371,18 +371,10 @@ class Isometric(Translator):
         check_positive_int(self.ot_rows, "ot_rows", minimum=2)
         check_positive_int(self.seed, "seed", minimum=0)
         check_choice(self.init, "init", INITS)
-        v = self.val_fraction
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 < v < 0.5):
-            raise ValueError(f"val_fraction must be a number in (0, 0.5), got {v!r}")
-        a = self.agree
-        if isinstance(a, bool) or not isinstance(a, (int, float)) or not (0.0 < a < 1.0):
-            raise ValueError(f"agree must be a number in (0, 1), got {a!r}")
-        e = self.ot_eps
-        if isinstance(e, bool) or not isinstance(e, (int, float)) or not math.isfinite(e) or not e > 0:
-            raise ValueError(f"ot_eps must be a finite number > 0, got {e!r}")
-        g = self.min_gain
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
-            raise ValueError(f"min_gain must be a finite number >= 0, got {g!r}")
+        check_real(self.val_fraction, "val_fraction", 0, 0.5, open_low=True, open_high=True)
+        check_real(self.agree, "agree", 0, 1, open_low=True, open_high=True)
+        check_real(self.ot_eps, "ot_eps", 0, open_low=True)
+        check_real(self.min_gain, "min_gain", 0)
 
     # -- fitting ----------------------------------------------------------
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
