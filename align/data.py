@@ -47,6 +47,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from align.checkpoint import atomic_write_bytes
+from align.encoders import cache_root
 from align.validation import as_matrix, check_positive_int, check_texts
 
 __all__ = [
@@ -73,14 +74,6 @@ _WS = re.compile(r"\s+")
 # examples follow the definition as `; "..."` (sometimes `: "..."` inside the definition)
 _SPLIT_EXAMPLES = re.compile(r';\s*(?=")')
 _QUOTED = re.compile(r'"([^"]+)"')
-
-
-def cache_root(cache_dir: Optional[PathLike] = None) -> Path:
-    """``cache_dir`` if given, else ``$REPTRANS_CACHE``, else ``~/.cache/reptrans``."""
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("REPTRANS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "reptrans"
 
 
 def _clean(text: str) -> str:
@@ -259,14 +252,15 @@ def _encode_chunk(fn: Callable, texts: List[str], batch_size: int, bar) -> np.nd
 
 
 def _resolve_encoder(encoder, cache_key: Optional[str], device) -> Tuple[str, Callable[[List[str]], np.ndarray]]:
-    if isinstance(encoder, str):
-        from align import extract
+    if isinstance(encoder, (str, os.PathLike)):
+        from align import encoders
 
-        spec = extract.get_encoder_spec(encoder)  # ValueError for an unknown name
-        key = cache_key or f"{spec.name}-{spec.version()}"
+        spec = encoders.get_encoder_spec(encoder)  # ValueError for an unknown name or a bad folder
+        label = "local-" + Path(spec.folder).name if spec.folder else spec.name
+        key = cache_key or f"{label}-{spec.version()}"
 
         def fn(batch: List[str]) -> np.ndarray:
-            return extract.encode(batch, encoder=spec.name, batch_size=len(batch), progress=False, device=device)
+            return encoders.encode(batch, encoder=spec.name, batch_size=len(batch), progress=False, device=device)
 
         return key, fn
     if callable(encoder):
@@ -296,8 +290,8 @@ def embed_corpus(
 
     Parameters
     ----------
-    encoder : a name from ``align.ENCODERS`` (``"minilm"``, ``"mpnet"``), or a
-        callable ``list[str] -> (len, d) array`` (then ``cache_key`` is required).
+    encoder : a name from ``align.ENCODERS`` (``"minilm"``, ``"mpnet"``, ``"e5"``), the
+        path of a local sentence-transformers model folder, or a callable ``list[str] -> (len, d) array`` (then ``cache_key`` is required).
     texts : the texts to embed (a list of non-empty strings); if ``None``,
         the texts of ``corpus`` (see :func:`load_corpus`).
     corpus : corpus name or text-file path, used when ``texts`` is ``None``.

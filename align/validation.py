@@ -24,6 +24,7 @@ __all__ = [
     "check_nonconstant_columns",
     "check_nonzero_rows",
     "check_texts",
+    "check_pairs",
     "to_numpy",
 ]
 
@@ -198,3 +199,27 @@ def check_texts(texts: Any, name: str = "texts") -> list:
             f"{name}[{bad[0]}] is empty or not a string ({len(bad)} such entries); every text must be non-empty"
         )
     return list(texts)
+
+
+def check_pairs(pairs: Any, n_x: int, n_y: int, name: str = "pairs") -> np.ndarray:
+    """Known pairs: an (m, 2) integer array of (row of X, row of Y), m >= 1, every
+    index in range, no row of X or of Y used twice. Returns int64 (m, 2)."""
+    P = to_numpy(pairs, name)
+    if P.dtype == object or P.dtype.kind not in "iuf" or P.dtype.kind == "b":
+        raise ValueError(f"{name} must be an (m, 2) array of integers (row of X, row of Y), got dtype {P.dtype}")
+    if P.ndim != 2 or P.shape[1] != 2 or P.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (m, 2) with m >= 1 (row of X, row of Y), got shape {P.shape}")
+    if P.dtype.kind == "f":
+        if not np.isfinite(P).all() or (P != np.round(P)).any():
+            raise ValueError(f"{name} must hold whole numbers (row indices), got non-integer values")
+    P = P.astype(np.int64)
+    for col, n, side in ((0, n_x, "X"), (1, n_y, "Y")):
+        bad = np.flatnonzero((P[:, col] < 0) | (P[:, col] >= n))
+        if bad.size:
+            raise ValueError(f"{name}[{int(bad[0])}, {col}] = {int(P[bad[0], col])} is not a row of {side} "
+                             f"(which has {n} rows); {bad.size} such entries")
+        vals, counts = np.unique(P[:, col], return_counts=True)
+        if (counts > 1).any():
+            raise ValueError(f"{name}: row {int(vals[counts > 1][0])} of {side} appears in {int(counts.max())} pairs; "
+                             "each row may be paired once")
+    return P

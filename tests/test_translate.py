@@ -28,6 +28,7 @@ from align.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_artifact, save_arti
 from translate.evaluate import evaluate, unpaired_diagnostic  # noqa: E402
 from translate.isometric import Isometric  # noqa: E402
 import translate.isometric as iso_mod  # noqa: E402
+import translate.matching as match_mod  # noqa: E402
 from translate.paired import Linear, Procrustes  # noqa: E402
 
 ISO = dict(progress=False)
@@ -296,14 +297,14 @@ def test_isometric_explores_on_row_subsets(monkeypatch):
     subset (the default, 4000, exceeds the other tests' data), and the map is still found."""
     X, Y, Xt, Yt, _ = iso_data(32, 32, seed=1)
     sizes, seen = set(), []
-    orig = iso_mod._block_assignment
+    orig = match_mod.block_assignment
 
     def spy(A, B, block, rng):
         sizes.add((len(A), len(B)))
         seen.append(A[:3].copy())
         return orig(A, B, block, rng)
 
-    monkeypatch.setattr(iso_mod, "_block_assignment", spy)
+    monkeypatch.setattr(iso_mod, "block_assignment", spy)
     m = Isometric(seed=0, explore_rows=500, **ISO).fit(X, Y)
     assert sizes == {(500, 500)}
     assert not np.array_equal(seen[0], seen[1])  # another subset each iteration
@@ -574,7 +575,7 @@ def test_orthogonal_procrustes_matches_svd(shape, rank):
 
 
 def test_entropic_plan_marginals():
-    from translate.isometric import _entropic_plan
+    from translate.matching import entropic_plan as _entropic_plan
 
     rng = np.random.default_rng(0)
     A = rng.standard_normal((40, 5)).astype(np.float32)

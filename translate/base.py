@@ -12,6 +12,7 @@ pickle); :func:`load` rebuilds the right class from the file and verifies it.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Type, Union
@@ -19,11 +20,38 @@ from typing import Any, ClassVar, Dict, List, Optional, Type, Union
 import numpy as np
 
 from align.checkpoint import load_artifact, save_artifact
-from align.validation import as_matrix
+from align.validation import as_matrix, check_pairs
 
-__all__ = ["Translator", "load", "REGISTRY"]
+__all__ = ["Translator", "load", "REGISTRY", "KINDS", "NotFittedError"]
 
 REGISTRY: Dict[str, Type["Translator"]] = {}
+
+
+class NotFittedError(ValueError, AttributeError):
+    """A translator used before ``fit`` (scikit-learn's NotFittedError is also a
+    ValueError and an AttributeError)."""
+
+#: where each saveable translator class is defined: :func:`load` imports the module
+#: of the kind it finds in a file, so a fresh process loads what another one saved
+#: (the registry fills only as classes are imported, and ``translate`` imports lazily).
+KINDS: Dict[str, str] = {
+    "Procrustes": "translate.paired",
+    "Linear": "translate.paired",
+    "Isometric": "translate.isometric",
+    "Vec2Vec": "translate.vec2vec",
+    "CycleGAN": "translate.vec2vec",
+    "Universal": "translate.universal",
+    "PairTranslator": "translate.universal",
+}
+
+
+def _import_kinds() -> None:
+    for module in sorted(set(KINDS.values())):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a real missing dependency, not a kind this version lacks
+                raise
 
 
 class Translator:
@@ -53,25 +81,50 @@ class Translator:
         params = inspect.signature(cls.__init__).parameters.values()
         return [p.name for p in params if p.name != "self" and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
 
-    def get_params(self) -> Dict[str, Any]:
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        """Hyper-parameters as passed to ``__init__`` (scikit-learn's contract;
+        ``deep`` is accepted for ``sklearn.base.clone``: no parameter is an estimator)."""
         return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> "Translator":
+        """Set hyper-parameters by name (validated at ``fit``); returns self."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; valid: {', '.join(valid)}")
+            setattr(self, name, value)
+        return self
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
     # -- fit / transform -------------------------------------------------
-    def fit(self, X: Any, Y: Any) -> "Translator":
-        """Learn the map from the rows of ``X`` (space A) to space B (rows of ``Y``)."""
+    #: whether fit accepts ``pairs=`` (known (row of X, row of Y) pairs among unpaired sets)
+    accepts_pairs: ClassVar[bool] = False
+
+    def fit(self, X: Any, Y: Any, pairs: Any = None) -> "Translator":
+        """Learn the map from the rows of ``X`` (space A) to space B (rows of ``Y``).
+
+        ``pairs``: optional (m, 2) integers, known pairs (row of X, row of Y), for the
+        unpaired translators that use them (``accepts_pairs``)."""
         X = as_matrix(X, "X", dtype=np.float32, min_rows=2)
         Y = as_matrix(Y, "Y", dtype=np.float32, min_rows=2)
         if self.paired and X.shape[0] != Y.shape[0]:
             raise ValueError(
                 f"{type(self).__name__} is a paired oracle: X and Y need the same rows, got {X.shape[0]} and {Y.shape[0]}"
             )
+        if pairs is not None:
+            if not self.accepts_pairs:
+                raise ValueError(f"pairs: {type(self).__name__} does not use known pairs"
+                                 + (" (it is a paired oracle: rows of X and Y are the pairs)" if self.paired else ""))
+            pairs = check_pairs(pairs, X.shape[0], Y.shape[0])
         self.d_in_, self.d_out_ = X.shape[1], Y.shape[1]
         self.history_ = []
-        self._fit(X, Y)
+        if self.accepts_pairs:
+            self._fit(X, Y, pairs=pairs)
+        else:
+            self._fit(X, Y)
         return self
 
     def transform(self, X: Any) -> np.ndarray:
@@ -87,7 +140,7 @@ class Translator:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "d_in_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X, Y) first")
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X, Y) first")
 
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -122,6 +175,8 @@ class Translator:
     def load(cls, path: Union[str, Path]) -> "Translator":
         """Load a translator of this class (any registered class when called on
         :class:`Translator`). A foreign, tampered or truncated artefact raises ValueError."""
+        if cls is Translator:
+            _import_kinds()
         kinds = list(REGISTRY) if cls is Translator else [cls.__name__]
         config, tensors, kind = load_artifact(path, kinds, expected_config_keys=("params", "d_in", "d_out", "meta", "history"))
         klass = REGISTRY[kind]

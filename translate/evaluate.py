@@ -15,9 +15,14 @@ unpaired diagnostic for when no pairs exist.
   to ŷ_i than its true match (Liu et al. 2019, "Jointly embedding multiple
   single-cell omics measurements"; here one-sided, translated -> true, as in
   vec2vec). 0 is perfect, 0.5 is chance.
-- ``mutual_knn``: :func:`align.mutual_knn` between the rows of Ŷ and of Y
-  (k nearest neighbours within each set, self excluded; Huh et al. 2024): do
-  translated points keep their true neighbourhoods?
+- ``mutual_knn``: for each i, the k nearest pool rows of ŷ_i and the k nearest
+  pool rows of y_i, both searched among the target pool Y with y_i itself left out
+  of both lists; the score is the mean overlap divided by k (the mutual-kNN idea
+  of Huh et al. 2024, applied to the translation). It moves with the map: a
+  wrong rotation sends ŷ_i into another neighbourhood and scores at chance,
+  ``mutual_knn_chance = k / (n - 1)``. (Comparing the kNN graph of Ŷ with that of
+  Y instead would measure the two spaces, not the map: an isometry leaves the
+  graph of Ŷ unchanged; that number is :func:`align.mutual_knn` on paired rows.)
 - ``pool``: n, the number of candidates. Always report it beside the figures:
   top-1 over 1000 candidates and over 100000 are different numbers.
 
@@ -38,7 +43,7 @@ from align.device import torch_device
 from align.knn import knn, normalize_rows
 from align.validation import as_matrix, check_nonzero_rows, check_paired, check_positive_int
 
-__all__ = ["evaluate", "unpaired_diagnostic", "true_match_ranks"]
+__all__ = ["evaluate", "unpaired_diagnostic", "true_match_ranks", "translation_mutual_knn"]
 
 # Similarities held in memory at once while ranking: 2**24 float32 = 64 MiB.
 _BLOCK_ELEMS = 1 << 24
@@ -82,6 +87,23 @@ def true_match_ranks(Yh: np.ndarray, Yt: np.ndarray, block_size: Optional[int] =
     return ranks, cos
 
 
+def translation_mutual_knn(Yh: np.ndarray, Yt: np.ndarray, k: int) -> float:
+    """Mean overlap / k of the k nearest pool rows of ŷ_i and of y_i (y_i excluded
+    from both), searched among the rows of ``Yt``. Unit float32 rows, 1 <= k <= n - 1."""
+    n = Yt.shape[0]
+    _, near_true = knn(Yt, k, metric="ip")  # self excluded
+    _, near_hat = knn(Yh, k + 1, database=Yt, metric="ip", exclude_self=False)
+    # drop y_i from ŷ_i's list; where it is absent, drop the (k+1)-th instead
+    own = near_hat == np.arange(n)[:, None]
+    own[~own.any(axis=1), k] = True
+    near_hat = near_hat[~own].reshape(n, k)
+    overlap = 0
+    for s in range(0, n, 8192):  # (block, k, k) comparisons
+        a, b = near_hat[s : s + 8192], near_true[s : s + 8192]
+        overlap += int((a[:, :, None] == b[:, None, :]).sum())
+    return overlap / (n * k)
+
+
 def evaluate(Y_hat: Any, Y_true: Any, k: int = 10, block_size: Optional[int] = None) -> Dict[str, float]:
     """Translation quality over the whole held-out pool of paired rows.
 
@@ -95,7 +117,7 @@ def evaluate(Y_hat: Any, Y_true: Any, k: int = 10, block_size: Optional[int] = N
     Returns
     -------
     dict with ``top1``, ``top5``, ``mean_rank``, ``median_rank``, ``mean_cos``,
-    ``foscttm``, ``mutual_knn``, ``pool`` (= n) and ``k``; see the module docstring
+    ``foscttm``, ``mutual_knn``, ``mutual_knn_chance``, ``pool`` (= n) and ``k``; see the module docstring
     for the formulas. Cosine throughout, so any positive rescaling of rows leaves
     every figure unchanged.
     """
@@ -112,9 +134,6 @@ def evaluate(Y_hat: Any, Y_true: Any, k: int = 10, block_size: Optional[int] = N
     k_eff = min(k, n - 1)
     Yh_n, Yt_n = normalize_rows(Yh), normalize_rows(Yt)
     ranks, cos = true_match_ranks(Yh_n, Yt_n, block_size)
-
-    from align.metrics.neighbors import mutual_knn
-
     return {
         "top1": float(np.mean(ranks == 1)),
         "top5": float(np.mean(ranks <= 5)),
@@ -122,7 +141,8 @@ def evaluate(Y_hat: Any, Y_true: Any, k: int = 10, block_size: Optional[int] = N
         "median_rank": float(np.median(ranks)),
         "mean_cos": float(cos.mean()),
         "foscttm": float(np.mean((ranks - 1) / (n - 1))),
-        "mutual_knn": float(mutual_knn(Yh_n, Yt_n, k=k_eff)),
+        "mutual_knn": translation_mutual_knn(Yh_n, Yt_n, k_eff),
+        "mutual_knn_chance": k_eff / (n - 1),
         "pool": int(n),
         "k": int(k_eff),
     }

@@ -121,7 +121,9 @@ from align.knn import knn
 from align.validation import check_choice, check_positive_int, check_real
 
 from .base import Translator
-from .paired import _SpacePrep, orthogonal_procrustes
+from .matching import (SINKHORN_ITERS, block_assignment, common_space, cross, csls_match, entropic_plan, polar,
+                       random_map, signatures, subsample, unit_rows)
+from .paired import SpacePrep
 
 __all__ = ["Isometric", "INITS"]
 
@@ -132,130 +134,6 @@ _MIN_ROWS = 20
 _MAX_VAL = 2000
 # Polishing stops when fewer than this fraction of matched pairs change.
 _POLISH_CHANGE = 0.005
-# Sinkhorn scalings per transport plan: the refinement's top-1 was the same with 10 and 30
-# (minilm <-> mpnet, 11.5k rows per side), and lower with none (a plain softmax, unbalanced).
-_SINKHORN_ITERS = 10
-
-
-def _unit(Z: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(Z, axis=1, keepdims=True)
-    return (Z / np.maximum(n, 1e-12)).astype(np.float32, copy=False)
-
-
-def _polar(M: np.ndarray) -> np.ndarray:
-    return orthogonal_procrustes(M).astype(np.float32)
-
-
-def _random_map(d_a: int, d_b: int, rng: np.random.Generator) -> np.ndarray:
-    return _polar(rng.standard_normal((d_a, d_b)))
-
-
-def _cross(X: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    """``Xᵀ Y`` summed in float32 (float64 would double the time; the polar factor
-    of the float32 sum differs by ~1e-7 relative), returned in float64 for the polar factor."""
-    return np.asarray(X.T @ Y, dtype=np.float64)
-
-
-def _entropic_plan(A: np.ndarray, B: np.ndarray, eps: float, n_iter: int) -> np.ndarray:
-    """Entropic optimal transport plan between the rows of A and B (uniform weights).
-
-    ``P = diag(u) K diag(v)`` with ``K_ij = exp(<a_i, b_j> / eps)`` and Sinkhorn's
-    alternate scalings (Cuturi 2013, "Sinkhorn distances", NeurIPS) so that every
-    row of P sums to 1/n_a and every column to 1/n_b. Each row of K is shifted by
-    its maximum before the exponential (a per-row constant that u absorbs), so
-    float32 neither overflows nor loses the largest entries. Returned scaled by
-    n_a (rows sum to 1, columns to n_a / n_b): with entries near 1/n² instead of
-    1/n, the products with P ran 3-4x slower (OpenBLAS, float32, 11.5k rows).
-    Computed in place: one (n_a, n_b) float32 buffer.
-    """
-    K = A @ B.T
-    K -= K.max(axis=1, keepdims=True)
-    K *= np.float32(1.0 / eps)
-    np.exp(K, out=K)
-    n_a, n_b = K.shape
-    tiny = np.float32(1e-30)  # a row whose every entry underflowed gets no mass rather than a division by 0
-    v = np.ones(n_b, np.float32)
-    for _ in range(max(1, n_iter)):
-        u = np.float32(1.0) / np.maximum(K @ v, tiny)
-        v = np.float32(n_a / n_b) / np.maximum(K.T @ u, tiny)
-    K *= u[:, None]
-    K *= v[None, :]
-    return K
-
-
-def _common(X: np.ndarray, Y: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """(A, B) with ``A @ B.T = cos(X W, Y)`` for unit rows, in min(d_a, d_b) dims.
-
-    d_a <= d_b: W has orthonormal rows, |xW| = |x| = 1, so cos = <x, y Wᵀ>.
-    d_a > d_b: W has orthonormal columns, xW is shorter than x: renormalise it.
-    """
-    if X.shape[1] <= Y.shape[1]:
-        return X, np.ascontiguousarray(Y @ W.T)
-    return _unit(X @ W), Y
-
-
-def _csls_match(A: np.ndarray, B: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSLS best match of each row of A in B and of each row of B in A.
-
-    CSLS(a, b) = 2 cos(a, b) - r_B(a) - r_A(b), r = mean cosine to the k nearest
-    rows of the other set (Conneau et al. 2018). The best match is taken among
-    the k cosine nearest neighbours. Returns (forward match (na,), its CSLS
-    score (na,), backward match (nb,)).
-    """
-    sa, ia = knn(A, k, database=B, metric="ip", exclude_self=False)
-    sb, ib = knn(B, k, database=A, metric="ip", exclude_self=False)
-    ra, rb = sa.mean(axis=1), sb.mean(axis=1)
-    cf = 2.0 * sa - ra[:, None] - rb[ia]
-    cb = 2.0 * sb - rb[:, None] - ra[ib]
-    af, ab = cf.argmax(axis=1), cb.argmax(axis=1)
-    rows_a, rows_b = np.arange(len(A)), np.arange(len(B))
-    return ia[rows_a, af], cf[rows_a, af], ib[rows_b, ab]
-
-
-def _signatures(Z: np.ndarray, n_quantiles: int) -> np.ndarray:
-    """Rotation-invariant row descriptors: sorted rows of sqrt(Z Zᵀ) (VecMap).
-
-    ``Z = U S Vᵀ`` gives ``sqrt(Z Zᵀ) = U S Uᵀ``; each row is sorted in
-    decreasing order and read at ``n_quantiles`` log-spaced positions (dense at
-    the top, where the nearest neighbours are), then unit-centre-unit normalised.
-    """
-    U, S, _ = np.linalg.svd(Z.astype(np.float64), full_matrices=False)
-    G = (U * S) @ U.T
-    G = -np.sort(-G, axis=1)
-    m = G.shape[1]
-    if n_quantiles < m:
-        pos = np.unique(np.geomspace(1, m, n_quantiles).astype(np.int64)) - 1
-        G = G[:, pos]
-    G = _unit(G)
-    G = G - G.mean(axis=0)
-    return _unit(G)
-
-
-def _subsample(Z: np.ndarray, rows: int, rng: np.random.Generator) -> np.ndarray:
-    """At most ``rows`` random rows of Z (all of them, in order, when there are fewer)."""
-    if len(Z) <= rows:
-        return Z
-    return Z[np.sort(rng.permutation(len(Z))[:rows])]
-
-
-def _block_assignment(A: np.ndarray, B: np.ndarray, block: int, rng: np.random.Generator):
-    """Random blocks of rows on each side, exact assignment inside each block.
-
-    Returns (rows of A, rows of B, mean cosine of the matched pairs).
-    """
-    from scipy.optimize import linear_sum_assignment
-
-    n_blocks = max(1, min(len(A), len(B)) // block)
-    pa = np.array_split(rng.permutation(len(A)), n_blocks)
-    pb = np.array_split(rng.permutation(len(B)), n_blocks)
-    I, J, s = [], [], []
-    for ca, cb in zip(pa, pb):
-        S = A[ca] @ B[cb].T
-        r, c = linear_sum_assignment(S, maximize=True)
-        I.append(ca[r])
-        J.append(cb[c])
-        s.append(S[r, c])
-    return np.concatenate(I), np.concatenate(J), float(np.concatenate(s).mean())
 
 
 class Isometric(Translator):
@@ -382,7 +260,7 @@ class Isometric(Translator):
         for name, Z in (("X", X), ("Y", Y)):
             if Z.shape[0] < _MIN_ROWS:
                 raise ValueError(f"{name} has {Z.shape[0]} rows; Isometric needs at least {_MIN_ROWS} per side")
-        prep = _SpacePrep(center=True, normalize=True)
+        prep = SpacePrep(center=True, normalize=True)
         self.mean_a_, _, Xp = prep.fit(X)
         self.mean_b_, self.stats_b_, Yp = prep.fit(Y)
         rng = np.random.default_rng(self.seed)
@@ -399,11 +277,11 @@ class Isometric(Translator):
         k_val = min(self.csls_k, len(Xv), len(Yv))
 
         def criterion(W: np.ndarray) -> float:
-            A, B = _common(Xv, Yv, W)
-            return float(_csls_match(A, B, k_val)[1].mean())
+            A, B = common_space(Xv, Yv, W)
+            return float(csls_match(A, B, k_val)[1].mean())
 
         d_a, d_b = Xp.shape[1], Yp.shape[1]
-        null = float(np.mean([criterion(_random_map(d_a, d_b, rng)) for _ in range(3)]))
+        null = float(np.mean([criterion(random_map(d_a, d_b, rng)) for _ in range(3)]))
         # CSLS can be negative; measure the gain against the null level's magnitude.
         scale = max(abs(null), 1e-6)
         self.null_criterion_ = null
@@ -418,7 +296,7 @@ class Isometric(Translator):
 
         def agreement(W1: np.ndarray, W2: np.ndarray) -> float:
             # mean cosine between the two maps' translations of the held-out rows
-            return float(np.mean(np.sum(_unit(Xv @ W1) * _unit(Xv @ W2), axis=1)))
+            return float(np.mean(np.sum(unit_rows(Xv @ W1) * unit_rows(Xv @ W2), axis=1)))
 
         try:
             for r in range(self.n_init):
@@ -467,18 +345,18 @@ class Isometric(Translator):
     def _initial_map(self, Xf: np.ndarray, Yf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         d_a, d_b = Xf.shape[1], Yf.shape[1]
         if self.init == "random":
-            return _random_map(d_a, d_b, rng)
+            return random_map(d_a, d_b, rng)
         # at most 80% of the rows, so that every restart starts from another subsample
         m = min(self.init_size, int(0.8 * len(Xf)), int(0.8 * len(Yf)))
         ia = np.sort(rng.choice(len(Xf), m, replace=False))
         ib = np.sort(rng.choice(len(Yf), m, replace=False))
-        Sa, Sb = _signatures(Xf[ia], self.n_quantiles), _signatures(Yf[ib], self.n_quantiles)
+        Sa, Sb = signatures(Xf[ia], self.n_quantiles), signatures(Yf[ib], self.n_quantiles)
         k = min(self.csls_k, m)
-        fwd, _, bwd = _csls_match(Sa, Sb, k)
+        fwd, _, bwd = csls_match(Sa, Sb, k)
         # VecMap's dictionary: the union of both directions' matches.
         i = np.concatenate([np.arange(m), bwd])
         j = np.concatenate([fwd, np.arange(m)])
-        return _polar(_cross(Xf[ia][i], Yf[ib][j]))
+        return polar(cross(Xf[ia][i], Yf[ib][j]))
 
     def _explore(self, Xf, Yf, W, rng, criterion, null, scale, restart, bar):
         """One restart: (best map, its criterion, iterations, passed min_gain)."""
@@ -487,10 +365,10 @@ class Isometric(Translator):
         crit = criterion(W)
         it = 0
         for it in range(1, self.n_iter + 1):
-            Xs, Ys = _subsample(Xf, self.explore_rows, rng), _subsample(Yf, self.explore_rows, rng)
-            A, B = _common(Xs, Ys, W)
-            i, j, obj = _block_assignment(A, B, block, rng)
-            W = _polar(_cross(Xs[i], Ys[j]))
+            Xs, Ys = subsample(Xf, self.explore_rows, rng), subsample(Yf, self.explore_rows, rng)
+            A, B = common_space(Xs, Ys, W)
+            i, j, obj = block_assignment(A, B, block, rng)
+            W = polar(cross(Xs[i], Ys[j]))
             if it % self.eval_every == 0 or it == self.n_iter:
                 crit = criterion(W)
                 if crit > best + 1e-3 * scale:
@@ -515,10 +393,10 @@ class Isometric(Translator):
         k = min(self.csls_k, len(Xp), len(Yp))
         prev = None
         for step in range(self.polish_iter):
-            A, B = _common(Xp, Yp, W)
-            fwd, score, bwd = _csls_match(A, B, k)
-            M = _cross(Xp, Yp[fwd]) + _cross(Xp[bwd], Yp)
-            W = _polar(M)
+            A, B = common_space(Xp, Yp, W)
+            fwd, score, bwd = csls_match(A, B, k)
+            M = cross(Xp, Yp[fwd]) + cross(Xp[bwd], Yp)
+            W = polar(M)
             changed = 1.0 if prev is None else float(np.mean(np.concatenate([prev[0] != fwd, prev[1] != bwd])))
             self.history_.append({"stage": "polish", "restart": restart, "iter": step + 1,
                                   "objective": float(score.mean()), "changed": changed})
@@ -531,21 +409,21 @@ class Isometric(Translator):
         """Wasserstein-Procrustes steps with an entropic plan (Grave et al. 2019):
         ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan of the similarities under W,
         on one random subsample of at most ``ot_rows`` rows per side."""
-        Xs, Ys = _subsample(Xp, self.ot_rows, rng), _subsample(Yp, self.ot_rows, rng)
+        Xs, Ys = subsample(Xp, self.ot_rows, rng), subsample(Yp, self.ot_rows, rng)
         for step in range(self.ot_iter):
-            A, B = _common(Xs, Ys, W)
-            P = _entropic_plan(A, B, self.ot_eps, _SINKHORN_ITERS)
+            A, B = common_space(Xs, Ys, W)
+            P = entropic_plan(A, B, self.ot_eps, SINKHORN_ITERS)
             # Xᵀ P Y, with the n×n product on the narrower side
-            M = _cross(P.T @ Xs, Ys) if Xs.shape[1] <= Ys.shape[1] else _cross(Xs, P @ Ys)
+            M = cross(P.T @ Xs, Ys) if Xs.shape[1] <= Ys.shape[1] else cross(Xs, P @ Ys)
             del P
-            W = _polar(M)
+            W = polar(M)
             # tr(Wᵀ M) / n_a: the mean similarity the plan transports (its rows sum to 1)
             self.history_.append({"stage": "transport", "iter": step + 1, "objective": float(np.sum(W * M)) / len(Xs)})
         return W
 
     # -- transform / persistence -----------------------------------------
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        prep = _SpacePrep(center=True, normalize=True)
+        prep = SpacePrep(center=True, normalize=True)
         return prep.inverse(prep.apply(X, self.mean_a_) @ self.W_, self.mean_b_, self.stats_b_)
 
     def _check_state(self) -> None:

@@ -19,7 +19,7 @@ return vectors in B's original coordinates: ``transform(x) = s·(p_A(x)) W`` map
 back through B's preprocessing, so the cosine between a translated row and a true
 B row is meaningful.
 
-The preprocessing helper :class:`_SpacePrep` is shared with
+The preprocessing helper :class:`SpacePrep` is shared with
 :class:`translate.isometric.Isometric`: optional row normalisation in the VecMap
 order (Artetxe et al. 2018, "A robust self-learning method for fully unsupervised
 cross-lingual mappings of word embeddings", ACL): unit length, centre, unit length.
@@ -35,7 +35,7 @@ from align.device import one_blas_thread
 
 from .base import Translator
 
-__all__ = ["Procrustes", "Linear", "orthogonal_procrustes"]
+__all__ = ["Procrustes", "Linear", "orthogonal_procrustes", "SpacePrep"]
 
 _EPS = 1e-12
 # Gram eigenvalues below this fraction of the largest count as zero (see orthogonal_procrustes).
@@ -90,7 +90,7 @@ def _complement(R: np.ndarray, n: int) -> np.ndarray:
     return Q
 
 
-class _SpacePrep:
+class SpacePrep:
     """Per-space preprocessing ``p(z)``: [unit rows], centre, [unit rows].
 
     The statistics it learns (mean of the normalised rows; typical norms used to
@@ -147,8 +147,8 @@ class _PairedBase(Translator):
     center: bool
     normalize: bool
 
-    def _prep(self) -> _SpacePrep:
-        return _SpacePrep(self.center, self.normalize)
+    def _prep(self) -> SpacePrep:
+        return SpacePrep(self.center, self.normalize)
 
     def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
         prep = self._prep()
