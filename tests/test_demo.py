@@ -35,6 +35,7 @@ def fake_encoders(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_demo_translates_without_pairs(fake_encoders, tmp_path, capsys):
     res = demo.run_demo(n_per_side=N, n_test=N_TEST, n_metric=300, out_dir=tmp_path, progress=False)
     # unpaired halves: the source encoder never sees B's texts except for the oracle's pairs

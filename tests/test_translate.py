@@ -263,6 +263,7 @@ def iso32():
     return Isometric(seed=0, **ISO).fit(X, Y), Xt, Yt, Q
 
 
+@pytest.mark.slow
 def test_isometric_recovers_rotation_without_pairs(iso32):
     m, Xt, Yt, Q = iso32
     r = evaluate(m.transform(Xt), Yt)
@@ -283,6 +284,7 @@ def _check_semi_orthogonal(m, d_a, d_b):
     np.testing.assert_allclose(WW, np.eye(min(d_a, d_b)), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_isometric_narrow_to_wide_recovery():
     """d_a < d_b: A embeds isometrically into B (W with orthonormal rows)."""
     X, Y, Xt, Yt, _ = iso_data(24, 32)
@@ -292,6 +294,7 @@ def test_isometric_narrow_to_wide_recovery():
     assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
 
 
+@pytest.mark.slow
 def test_isometric_explores_on_row_subsets(monkeypatch):
     """explore_rows below the fit rows: every exploration iteration matches a fresh random
     subset (the default, 4000, exceeds the other tests' data), and the map is still found."""
@@ -311,6 +314,7 @@ def test_isometric_explores_on_row_subsets(monkeypatch):
     assert evaluate(m.transform(Xt), Yt)["top1"] == 1.0
 
 
+@pytest.mark.slow
 def test_isometric_wide_to_narrow_is_recovered_or_flagged():
     # 32 -> 24 with 1000 rows per side is not always recovered; a wrong map must then be flagged.
     X, Y, Xt, Yt, _ = iso_data(32, 24, n=1000)
@@ -324,6 +328,7 @@ def test_isometric_wide_to_narrow_is_recovered_or_flagged():
     assert warned == (m.restarts_[-1]["agrees_with"] is None)
 
 
+@pytest.mark.slow
 def test_isometric_same_seed_same_map():
     X, Y, _, _, _ = iso_data(8, 8, n=1300, n_test=2, k=30)  # 1105 fit rows: 2 random blocks
     p = dict(n_init=2, n_iter=10, min_gain=100.0, **ISO)
@@ -383,6 +388,7 @@ def iso_saved(iso32, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_isometric_save_load_identical(iso32, iso_saved):
     m, Xt, _, _ = iso32
     for loaded in (translate.load(iso_saved), Isometric.load(iso_saved)):
@@ -442,6 +448,7 @@ def _flip_header(path):
     ],
     ids=["truncated", "flipped-header", "W-shape", "json-shape", "kind", "foreign-kind", "param", "meta", "stats", "chosen"],
 )
+@pytest.mark.slow
 def test_isometric_tampered_file_refused(iso_saved, tmp_path, damage, match):
     path = tmp_path / "m"
     shutil.copytree(iso_saved, path)
@@ -454,6 +461,7 @@ def test_isometric_tampered_file_refused(iso_saved, tmp_path, damage, match):
 # Isometric: bad input
 
 
+@pytest.mark.slow
 def test_isometric_transform_wrong_width(iso32):
     m = iso32[0]
     with pytest.raises(ValueError, match=r"X has 31 columns .* fitted on 32"):
