@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import align  # noqa: E402
-from align.repa import RepaProjector, attach_repa, train_with_repa  # noqa: E402
+from align.train import RepaProjector, attach_repa, train_with_repa  # noqa: E402
 
 
 def make_cnn(widths, n_classes=10):

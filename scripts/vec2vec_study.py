@@ -43,8 +43,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from align.train import StopTraining  # noqa: E402
+from translate.denoise import apply_filter, input_filters, linear_fit, unit_rows  # noqa: E402
 from translate.evaluate import evaluate  # noqa: E402
-from translate.vec2vec import CycleGAN, Vec2Vec, _flatten, _prep  # noqa: E402
+from translate.vec2vec import CycleGAN, Vec2Vec  # noqa: E402
 
 
 def load_embeddings(args) -> Dict[str, np.ndarray]:
@@ -67,10 +69,6 @@ def metrics(Z: np.ndarray, Bt: np.ndarray) -> Dict[str, float]:
     return {k: float(r[k]) for k in ("top1", "top5", "mean_rank", "mean_cos", "foscttm") if k in r} | {"pool": int(len(Bt))}
 
 
-class _Budget(Exception):
-    pass
-
-
 def with_and_without_filter(est, At, Bt) -> Dict[str, Any]:
     """Metrics of a fitted Vec2Vec/CycleGAN, with its denoising input filter
     (``est.transform``) and without it (identity filter)."""
@@ -87,48 +85,35 @@ def with_and_without_filter(est, At, Bt) -> Dict[str, Any]:
 
 
 def train_with_budget(est, A, B, At, Bt, budget_cpu_s: float, eval_every: int, label: str) -> Dict[str, Any]:
-    """Fit ``est`` until ``est.steps`` or the CPU budget is spent; evaluate the
-    held-out pool every ``eval_every`` steps (evaluation time is not counted;
-    the curve is the network alone, without the denoising filter)."""
-    state: Dict[str, Any] = dict(run=None, eval_cpu=0.0, curve=[])
+    """Fit ``est`` until ``est.steps`` or the CPU budget is spent (a training
+    callback raises ``StopTraining``: the estimator finishes from the state
+    reached, filters included); evaluate the held-out pool every ``eval_every``
+    steps (evaluation time is not counted; during training ``est.transform`` is
+    the network alone, without the denoising filter, estimated at the end)."""
+    state: Dict[str, Any] = dict(eval_cpu=0.0, curve=[], stopped=False)
     cpu0, wall0 = time.process_time(), time.time()
-
-    def translate_pool(run) -> np.ndarray:
-        return est._apply(run.gen.a2b, _prep(At, est.mean_x_)) * est.scale_y_ + est.mean_y_
 
     def spent() -> float:
         return time.process_time() - cpu0 - state["eval_cpu"]
 
-    def hook(seed_index, step, losses):
-        state["run"] = est._current_run
+    def on_step(record: Dict[str, Any]) -> None:
+        if "event" in record:
+            return
+        step = record["step"]
         if step % eval_every == 0:
             e0 = time.process_time()
-            m = metrics(translate_pool(state["run"]), Bt)
+            m = metrics(est.transform(At), Bt)
             state["eval_cpu"] += time.process_time() - e0
             row = dict(step=step, cpu_s=round(spent(), 1), **{k: round(v, 4) for k, v in m.items()})
-            row.update({k: round(losses[k], 4) for k in ("loss", "disc", "adv", "cycle", "vsp", "anchor") if k in losses})
+            row.update({k: round(record[k], 4) for k in ("loss", "disc", "adv", "cycle", "vsp", "anchor") if k in record})
             state["curve"].append(row)
             print(f"[{label}] " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
         if spent() > budget_cpu_s:
-            raise _Budget
-        return losses
+            state["stopped"] = True
+            raise StopTraining
 
-    est._step_hook = hook
-    stopped = False
-    try:
-        est.fit(A, B)
-    except _Budget:
-        # Budget spent mid-run: finish the estimator by hand from the current
-        # state (what fit() does after its last step), filters included.
-        stopped = True
-        run = state["run"]
-        run.gen.eval()
-        est.generator_ = _flatten(run.gen)
-        est._gen_module = run.gen
-        est.steps_done_ = run.step
-        est._fit_denoise(_prep(A, est.mean_x_), _prep(B, est.mean_y_))
-    finally:
-        est._step_hook = None
+    est.fit(A, B, callbacks=[on_step])
+    stopped = state["stopped"]
     train_cpu = spent()
     res = with_and_without_filter(est, At, Bt)
     res.update(
@@ -142,18 +127,16 @@ def train_with_budget(est, A, B, At, Bt, budget_cpu_s: float, eval_every: int, l
 
 
 def filtered_translator_metrics(init, A, B, At, Bt) -> Dict[str, Any]:
-    """The same denoising input filter wrapped around any fitted translator."""
-    from translate.vec2vec import _filter, _linear_fit, _shrink_filter, noise_variances
-
+    """The same denoising input filter (:mod:`translate.denoise`) wrapped around any fitted translator."""
     ma, mb = A.mean(0), B.mean(0)
-    Xn, Yn = _prep(A, ma), _prep(B, mb)
+    Xn, Yn = unit_rows(A, ma), unit_rows(B, mb)
     T = init.transform(A)
-    W, _ = _linear_fit(Xn, _prep(T, T.mean(0)))
-    noise = noise_variances(Xn, Yn, W)
+    W, _ = linear_fit(Xn, unit_rows(T, T.mean(0)))
+    noise, filter_a, _ = input_filters(Xn, Yn, W)
     if noise is None:
         return {"noise": None}
     sx = float(np.linalg.norm(A - ma, axis=1).mean())
-    Xf = _filter(_prep(At, ma), _shrink_filter(Xn, noise[0])) * sx + ma
+    Xf = apply_filter(unit_rows(At, ma), filter_a) * sx + ma
     return metrics(init.transform(Xf), Bt) | {"noise": noise}
 
 

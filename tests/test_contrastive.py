@@ -1,4 +1,4 @@
-"""Tests for align.contrastive: losses against hand computations, the learnable
+"""Tests for align.train.contrastive and align.train.losses: losses against hand computations, the learnable
 temperatures, the ContrastiveAligner estimator, save/load, checkpoint/resume
 (also after SIGKILL), divergence rollback, determinism and bad input."""
 
@@ -18,8 +18,9 @@ import pytest
 import torch
 
 import align
-from align import contrastive as C
-from align.contrastive import ClipLoss, ContrastiveAligner, SigLipLoss, TrainingDivergedError, clip_loss, siglip_loss
+from align.train import contrastive as C
+from align.train import losses as L
+from align.train import ClipLoss, ContrastiveAligner, SigLipLoss, StopTraining, TrainingDivergedError, clip_loss, siglip_loss
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -149,7 +150,7 @@ def test_siglip_init_values():
 def test_trainer_keeps_clip_scale_at_most_100(monkeypatch):
     # start above the cap (scale 200): the clamp after each optimiser step
     # brings it to 100, and a few small AdamW steps move it only a little
-    monkeypatch.setattr(C, "CLIP_INIT_LOGIT_SCALE", math.log(200.0))
+    monkeypatch.setattr(L, "CLIP_INIT_LOGIT_SCALE", math.log(200.0))
     X, Y = _paired(n=64)
     a = ContrastiveAligner(**{**SMALL, "lr": 0.01, "epochs": 2}).fit(X, Y)
     scales = [h["logit_scale"] for h in a.history_]
@@ -219,6 +220,8 @@ def test_load_refuses_foreign_and_pickled_files(tmp_path):
 def test_exports():
     assert align.ContrastiveAligner is ContrastiveAligner
     assert align.clip_loss is clip_loss and align.siglip_loss is siglip_loss
+    assert align.TrainingDivergedError is TrainingDivergedError and align.StopTraining is StopTraining
+    assert align.gather_with_grad is L.gather_with_grad
 
 
 # -- bad input ----------------------------------------------------------------------
@@ -350,7 +353,7 @@ def test_checkpoint_of_another_run_is_refused(tmp_path):
 _KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time, numpy as np
-    from align.contrastive import ContrastiveAligner
+    from align.train import ContrastiveAligner
     d = np.load(sys.argv[1])
     def slow(epoch, _):
         time.sleep(0.3)
@@ -387,7 +390,7 @@ def test_resume_after_sigkill(tmp_path):
             proc.wait()
     ref = ContrastiveAligner(**params).fit(X, Y)
     res = ContrastiveAligner(**params, checkpoint_dir=ck, checkpoint_every=1).fit(X, Y)
-    assert res._loop.resumed_from is not None and 0 < res._loop.resumed_from < 12 * 4
+    assert res.resumed_from_ is not None and 0 < res.resumed_from_ < 12 * 4
     np.testing.assert_allclose(res.transform_a(X), ref.transform_a(X), atol=1e-5)
     assert [h["loss"] for h in res.history_] == pytest.approx([h["loss"] for h in ref.history_], abs=1e-5)
 
@@ -435,3 +438,56 @@ def test_persistent_divergence_raises_with_step_and_losses(monkeypatch):
     monkeypatch.setattr(C, "_loss_step", broken)
     with pytest.raises(TrainingDivergedError, match=r"diverged at step 2.*after 2 rollbacks.*recent losses"):
         ContrastiveAligner(**{**SMALL, "max_retries": 2}).fit(X, Y)
+
+
+def test_resume_from_checkpoint_written_before_the_engine_moved(tmp_path):
+    """A checkpoint written by the trainer before it moved to align.train (same
+    layout; stopped after step 3 of 3 x 2 steps) resumes to the uninterrupted result."""
+    import shutil
+
+    X, Y = _paired(n=60)
+    params = {**SMALL, "epochs": 3}
+    shutil.copytree(Path(__file__).resolve().parent / "data" / "contrastive_legacy_checkpoint", tmp_path / "ck")
+    res = ContrastiveAligner(**params, checkpoint_dir=tmp_path / "ck", checkpoint_every=3).fit(X, Y)
+    ref = ContrastiveAligner(**params).fit(X, Y)
+    assert res.resumed_from_ == 3
+    np.testing.assert_allclose(res.transform_a(X), ref.transform_a(X), atol=1e-6)
+    assert [h["loss"] for h in res.history_] == pytest.approx([h["loss"] for h in ref.history_], abs=1e-6)
+
+
+# -- estimator contract and callbacks ---------------------------------------------------
+
+
+def test_sklearn_contract():
+    from sklearn.base import clone
+
+    a = ContrastiveAligner(head="mlp", dim=16, seed=3, checkpoint_dir=Path("ck"))
+    b = clone(a)
+    assert b is not a and repr(b.get_params()) == repr(a.get_params()) and b.get_params(deep=False) == a.get_params()
+    assert b.set_params(dim=8, lr=0.5) is b and (b.dim, b.lr, a.dim) == (8, 0.5, 16)
+    with pytest.raises(ValueError, match="no parameter 'dims'"):
+        b.set_params(dims=3)
+    X, Y = _paired(n=20)
+    bad = ContrastiveAligner(**{**SMALL, "weight_decay": float("inf")})  # stored as given, refused at fit
+    with pytest.raises(ValueError, match="weight_decay"):
+        bad.fit(X, Y)
+
+
+def test_step_callbacks_and_stop_training(tmp_path):
+    X, Y = _paired(n=64)  # 2 steps per epoch
+    seen = []
+
+    def cb(record):
+        seen.append(record)
+        if record.get("step") == 5 and "event" not in record:
+            raise StopTraining
+
+    a = ContrastiveAligner(**SMALL, checkpoint_dir=tmp_path).fit(X, Y, callbacks=[cb])
+    steps = [(r.get("event"), r["step"]) for r in seen]
+    assert steps == [(None, 1), (None, 2), ("epoch", 2), (None, 3), (None, 4), ("epoch", 4), (None, 5)]
+    assert all(np.isfinite([r["loss"], r["lr"]]).all() for r in seen) and "grad_norm" in seen[0]
+    assert len(a.history_) == 2 and np.isfinite(a.transform_a(X)).all()  # stopped early, but fitted
+    done = ContrastiveAligner(**SMALL, checkpoint_dir=tmp_path).fit(X, Y)  # trains on from step 5
+    ref = ContrastiveAligner(**SMALL).fit(X, Y)
+    assert done.resumed_from_ == 5
+    np.testing.assert_allclose(done.transform_a(X), ref.transform_a(X), atol=1e-6)

@@ -39,7 +39,7 @@ def _heads(seed: int):
 
 def _loss_and_grads(which: str, xa: torch.Tensor, xb: torch.Tensor, distributed):
     """Loss, grads w.r.t. the inputs, the head params and the temperature."""
-    from align.contrastive import clip_loss, siglip_loss
+    from align.train.losses import clip_loss, siglip_loss
 
     ha, hb = _heads(0)
     xa = xa.clone().requires_grad_(True)
@@ -71,7 +71,7 @@ def _worker(rank: int, port: int, tmpdir: str) -> None:
 
 def _check_losses(rank: int, sizes) -> None:
     """Loss value, input gradients and summed parameter gradients vs one process."""
-    from align.contrastive import gather_with_grad
+    from align.train.losses import gather_with_grad
 
     n = sum(sizes)
     g = torch.Generator().manual_seed(1)
@@ -101,8 +101,8 @@ def _check_losses(rank: int, sizes) -> None:
 def _check_fit(tmpdir: str) -> None:
     """A 2-rank fit (each rank takes its half of every global batch) equals
     the single-process fit on the same data."""
-    import align.contrastive as C
-    from align.contrastive import ContrastiveAligner
+    import align.train.contrastive as C
+    from align.train import ContrastiveAligner
 
     rng = np.random.default_rng(0)
     Z = rng.normal(size=(96, 4))
@@ -115,12 +115,12 @@ def _check_fit(tmpdir: str) -> None:
         dist.barrier()
         assert os.path.isfile(os.path.join(ckpt, "LATEST"))  # rank 0 wrote, everyone sees it
         # the same loop without the process group, on one process
-        real = C._dist_active
-        C._dist_active = lambda distributed: False
+        real = C.distributed_active
+        C.distributed_active = lambda distributed=None: False
         try:
             single = ContrastiveAligner(loss=loss, head="mlp", **kw).fit(X, Y)
         finally:
-            C._dist_active = real
+            C.distributed_active = real
         np.testing.assert_allclose(multi.transform_a(X), single.transform_a(X), atol=2e-5)
         np.testing.assert_allclose(
             [h["loss"] for h in multi.history_], [h["loss"] for h in single.history_], rtol=1e-5

@@ -1,4 +1,4 @@
-"""Tests for align.repa: the projector's shape, the loss against hand
+"""Tests for align.train.repa: the projector's shape, the loss against hand
 computations, the forward hook (attach / detach, also after an exception),
 and the training helper (learning, resume, rollback, determinism, bad input)."""
 
@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 import align
-from align.contrastive import TrainingDivergedError
-from align.repa import RepaHandle, RepaProjector, as_tokens, attach_repa, repa_loss, train_with_repa
+from align.train import RepaHandle, RepaProjector, RepaTrainer, TrainingDivergedError, as_tokens, attach_repa, repa_loss, train_with_repa
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -107,6 +106,7 @@ def test_repa_loss_bad_input(h, t, match):
 
 def test_exports():
     assert align.RepaProjector is RepaProjector and align.attach_repa is attach_repa and align.repa_loss is repa_loss
+    assert align.RepaTrainer is RepaTrainer and align.train_with_repa is train_with_repa
 
 
 # -- the hook -------------------------------------------------------------------
@@ -280,3 +280,35 @@ def test_train_with_repa_bad_input(change, match):
         (opts if k in opts else args)[k] = v
     with pytest.raises(ValueError, match=match):
         train_with_repa(**args, **opts)
+
+
+def test_repa_trainer_is_the_function_with_options_grouped():
+    from sklearn.base import clone
+
+    X, y, T = _data()
+    runs = []
+    for use_class in (True, False):
+        m = _model(0)
+        torch.manual_seed(100)
+        p = RepaProjector(4, 5, hidden=16)
+        opts = dict(lam=0.5, epochs=2, batch_size=16, lr=1e-2, seed=0, progress=False)
+        if use_class:
+            t = RepaTrainer(**opts)
+            assert clone(t).get_params() == t.get_params()
+            runs.append(t.fit(m, p, "block", X, y, T).history_)
+        else:
+            runs.append(train_with_repa(m, p, "block", X, y, T, **opts))
+    assert runs[0] == runs[1]
+    with pytest.raises(TypeError, match="unexpected options.*'lamda'"):
+        train_with_repa(_model(), None, None, X, y, lamda=0.0)
+    with pytest.raises(ValueError, match="^pool"):
+        RepaTrainer(pool="max").fit(_model(), RepaProjector(4, 5, hidden=8), "block", X, y, T)
+
+
+def test_step_callbacks_see_task_and_repa_losses():
+    seen = []
+    _train(epochs=1, callbacks=[seen.append])
+    steps = [r for r in seen if "event" not in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all({"loss", "task_loss", "repa_loss", "grad_norm", "lr", "epoch"} <= set(r) for r in steps)
+    assert seen[-1]["event"] == "epoch" and seen[-1]["repa_loss"] == pytest.approx(np.mean([r["repa_loss"] for r in steps]))

@@ -1,5 +1,6 @@
 """Vec2Vec / CycleGAN: shapes, persistence, resume after interruption (also after
-SIGKILL), divergence rollback, determinism, bad input, tampered checkpoints.
+SIGKILL, and from a checkpoint of the earlier layout), divergence rollback,
+callbacks, determinism, scikit-learn's contract, bad input, tampered checkpoints.
 
 Models here are tiny (widths 6-16, tens of steps): these tests check the
 machinery, not translation quality (scripts/vec2vec_study.py measures that).
@@ -7,8 +8,8 @@ machinery, not translation quality (scripts/vec2vec_study.py measures that).
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,9 +24,12 @@ torch = pytest.importorskip("torch")
 
 import translate  # noqa: E402
 from align.checkpoint import load_artifact, save_artifact  # noqa: E402
-from translate.vec2vec import CycleGAN, Vec2Vec, _shrink_filter, nn_cycle_rate, noise_variances  # noqa: E402
+from align.train import StopTraining, TrainingDivergedError  # noqa: E402
+from translate.denoise import noise_variances, shrink_filter  # noqa: E402
+from translate.vec2vec import CycleGAN, Vec2Vec, networks, nn_cycle_rate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+LEGACY = Path(__file__).resolve().parent / "data" / "vec2vec_legacy_checkpoint"
 SMALL = dict(hidden=8, depth=1, batch_size=16, progress=False)
 
 
@@ -47,21 +51,49 @@ def make_data(n=120, d_a=6, d_b=7, seed=0):
 
 
 class Hook:
-    """Test hook: inject NaN losses at chosen steps, sleep, or interrupt."""
+    """A training callback that follows the step about to run, sleeps, or
+    interrupts after ``raise_at`` steps; with :meth:`inject`, the cycle loss is
+    NaN at the steps ``nan_at`` (at most ``nan_times`` times)."""
 
     def __init__(self, nan_at=(), nan_times=1, raise_at=None, sleep=0.0):
         self.nan_at, self.nan_times, self.raise_at, self.sleep = set(nan_at), nan_times, raise_at, sleep
         self.injected = 0
+        self.next_step = 0
 
-    def __call__(self, seed_index, step, losses):
+    def __call__(self, record):
+        if record.get("event") == "rollback":
+            self.next_step = record["to_step"]
+        if "event" in record:
+            return
+        self.next_step = record["step"]
         if self.sleep:
             time.sleep(self.sleep)
-        if self.raise_at is not None and step == self.raise_at:
+        if self.raise_at is not None and record["step"] == self.raise_at:
             raise KeyboardInterrupt("simulated interruption")
-        if step in self.nan_at and self.injected < self.nan_times:
-            self.injected += 1
-            losses["cycle"] = float("nan")
-        return losses
+
+    def inject(self, monkeypatch):
+        real = networks.generator_terms
+
+        def terms(*args, **kwargs):
+            parts = real(*args, **kwargs)
+            if self.next_step in self.nan_at and self.injected < self.nan_times:
+                self.injected += 1
+                parts["cycle"] = parts["cycle"] * float("nan")
+            return parts
+
+        monkeypatch.setattr(networks, "generator_terms", terms)
+        return self
+
+
+def latest(seed_dir):
+    """(folder LATEST names, the step its checkpoint holds)."""
+    name = (Path(seed_dir) / "LATEST").read_text()
+    config, _, _ = load_artifact(Path(seed_dir) / name, ["Vec2Vec-checkpoint", "CycleGAN-checkpoint"])
+    return name, config["state"]["global_step"]
+
+
+def no_training(record):
+    raise AssertionError(f"trained again: {record}")
 
 
 # ---------------------------------------------------------------------------
@@ -107,19 +139,38 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     params = dict(steps=30, checkpoint_every=10, seed=5, **SMALL)
     ref = Vec2Vec(**params).fit(X, Y)  # no checkpoint_dir: checkpointing must not change the run
     m = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params)
-    m._step_hook = Hook(raise_at=25)
     with pytest.raises(KeyboardInterrupt):
-        m.fit(X, Y)
-    latest = json.loads((tmp_path / "ck" / "seed_0" / "LATEST").read_text())
-    assert latest == {"dir": "step_000000020"}
+        m.fit(X, Y, callbacks=[Hook(raise_at=25)])
+    with pytest.raises(ValueError, match="not fitted"):  # an interrupted fit is not a fitted model
+        m.transform(X)
+    assert latest(tmp_path / "ck" / "seed_0") == ("ckpt-000000002", 20)  # saved at steps 10 and 20
+    assert sorted(p.name for p in (tmp_path / "ck" / "seed_0").iterdir()) == ["LATEST", "ckpt-000000002"]
     r = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params).fit(X, Y)
     assert r.steps_done_ == ref.steps_done_ == 30
     np.testing.assert_allclose(r.generator_, ref.generator_, rtol=0, atol=1e-5)
     assert [e["step"] for e in r.history_[:-1]] == [e["step"] for e in ref.history_[:-1]]
     # a finished run in the folder is loaded, not retrained
-    again = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params)
-    again._step_hook = Hook(raise_at=0)
-    np.testing.assert_array_equal(again.fit(X, Y).generator_, r.generator_)
+    again = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params).fit(X, Y, callbacks=[no_training])
+    np.testing.assert_array_equal(again.generator_, r.generator_)
+    assert again.seed_scores_ == r.seed_scores_
+
+
+def test_resume_from_checkpoint_of_the_earlier_layout(tmp_path):
+    """A run interrupted at step 15 under the earlier layout (seed_0/step_000000010/,
+    JSON LATEST; written by the trainer before it moved onto align's engine)
+    resumes, and ends where an uninterrupted run ends."""
+    X, Y, _ = make_data()
+    params = dict(steps=20, checkpoint_every=10, seed=5, **SMALL)
+    shutil.copytree(LEGACY, tmp_path / "ck")
+    r = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params).fit(X, Y)
+    ref = Vec2Vec(**params).fit(X, Y)
+    np.testing.assert_allclose(r.generator_, ref.generator_, rtol=0, atol=1e-5)
+    assert [e["step"] for e in r.history_[:-1]] == [e["step"] for e in ref.history_[:-1]]
+    assert latest(tmp_path / "ck" / "seed_0") == ("ckpt-000000001", 20)  # the next save is in the engine's layout
+    with pytest.raises(ValueError, match="other data or hyper-parameters"):
+        shutil.rmtree(tmp_path / "ck")
+        shutil.copytree(LEGACY, tmp_path / "ck")
+        Vec2Vec(checkpoint_dir=tmp_path / "ck", **{**params, "lr": 1e-3}).fit(X, Y)
 
 
 def test_checkpoint_from_other_data_or_params_is_refused(tmp_path):
@@ -131,15 +182,15 @@ def test_checkpoint_from_other_data_or_params_is_refused(tmp_path):
         Vec2Vec(steps=10, lr=1e-3, checkpoint_every=5, checkpoint_dir=tmp_path, **SMALL).fit(X, Y)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "pickle", "pointer", "shape", "step"])
+@pytest.mark.parametrize("damage", ["truncate", "pickle", "pointer", "shape", "step", "lr_scale"])
 def test_tampered_checkpoint_is_refused(tmp_path, damage):
     X, Y, _ = make_data()
     params = dict(steps=20, checkpoint_every=10, checkpoint_dir=tmp_path, **SMALL)
-    m = Vec2Vec(**params)
-    m._step_hook = Hook(raise_at=15)
     with pytest.raises(KeyboardInterrupt):
-        m.fit(X, Y)
-    ck = tmp_path / "seed_0" / "step_000000010"
+        Vec2Vec(**params).fit(X, Y, callbacks=[Hook(raise_at=15)])
+    name, step = latest(tmp_path / "seed_0")
+    assert step == 10
+    ck = tmp_path / "seed_0" / name
     w = ck / "weights.safetensors"
     if damage == "truncate":
         w.write_bytes(w.read_bytes()[:100])
@@ -148,16 +199,19 @@ def test_tampered_checkpoint_is_refused(tmp_path, damage):
 
         w.write_bytes(pickle.dumps({"gen.x": 1}))
     elif damage == "pointer":
-        (tmp_path / "seed_0" / "LATEST").write_text('{"dir": "../../etc"}')
+        (tmp_path / "seed_0" / "LATEST").write_text("../../etc")
     elif damage == "shape":  # a consistent artefact whose tensors do not fit the model
-        meta, tensors, _ = load_artifact(ck, "Vec2VecCheckpoint")
-        name = next(k for k in tensors if k.startswith("gen."))
+        config, tensors, _ = load_artifact(ck, "Vec2Vec-checkpoint")
+        name = next(k for k in tensors if k.startswith("net.gen."))
         tensors[name] = np.zeros((3, 3), np.float32)
-        save_artifact(ck, "Vec2VecCheckpoint", meta, tensors)
-    elif damage == "step":
-        meta, tensors, _ = load_artifact(ck, "Vec2VecCheckpoint")
-        meta["step"] = 11
-        save_artifact(ck, "Vec2VecCheckpoint", meta, tensors)
+        save_artifact(ck, "Vec2Vec-checkpoint", config, tensors)
+    elif damage in ("step", "lr_scale"):  # consistent artefacts recording an impossible state
+        config, tensors, _ = load_artifact(ck, "Vec2Vec-checkpoint")
+        if damage == "step":
+            config["state"]["step_in_epoch"] = 21
+        else:
+            config["lr_scale"] = 2.0
+        save_artifact(ck, "Vec2Vec-checkpoint", config, tensors)
     with pytest.raises(ValueError):
         Vec2Vec(**params).fit(X, Y)
 
@@ -172,8 +226,7 @@ _CHILD = textwrap.dedent(
     from translate.vec2vec import Vec2Vec
     X, Y, _ = make_data()
     m = Vec2Vec(checkpoint_dir=sys.argv[1], **{params!r}, **SMALL)
-    m._step_hook = Hook(sleep=0.05)
-    m.fit(X, Y)
+    m.fit(X, Y, callbacks=[Hook(sleep=0.05)])
     print("finished")
     """
 )
@@ -193,7 +246,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     try:
         while time.time() < deadline and proc.poll() is None:
             if pointer.exists():
-                step = int(json.loads(pointer.read_text())["dir"].split("_")[1])
+                try:
+                    step = latest(ck / "seed_0")[1]
+                except ValueError:  # LATEST moved on and the folder it named is gone: look again
+                    continue
                 if step >= 15:
                     proc.send_signal(signal.SIGKILL)
                     killed_at = step
@@ -205,7 +261,7 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
         out, err = proc.communicate(timeout=60)
     assert killed_at is not None, f"child ended before it could be killed: {out!r} {err[-2000:]!r}"
     assert proc.returncode == -signal.SIGKILL
-    done = int(json.loads(pointer.read_text())["dir"].split("_")[1])
+    done = latest(ck / "seed_0")[1]
     assert 15 <= done < 60  # completed work survived the kill
     resumed = Vec2Vec(checkpoint_dir=ck, **params, **SMALL).fit(X, Y)
     ref = Vec2Vec(**params, **SMALL).fit(X, Y)
@@ -215,11 +271,11 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
 
 
 # ---------------------------------------------------------------------------
-def test_nan_loss_rolls_back_and_lowers_lr():
+def test_nan_loss_rolls_back_and_lowers_lr(monkeypatch):
     X, Y, _ = make_data()
     m = Vec2Vec(steps=70, lr=1e-3, **SMALL)
-    m._step_hook = Hook(nan_at={62})
-    m.fit(X, Y)
+    hook = Hook(nan_at={62}).inject(monkeypatch)
+    m.fit(X, Y, callbacks=[hook])
     events = [e for e in m.history_ if e.get("event") == "rollback"]
     assert len(events) == 1
     ev = events[0]
@@ -229,12 +285,13 @@ def test_nan_loss_rolls_back_and_lowers_lr():
     assert m.history_[-2]["lr"] == pytest.approx(5e-4)
 
 
-def test_repeated_divergence_raises_with_step_and_losses():
+def test_repeated_divergence_raises_with_step_and_losses(monkeypatch):
     X, Y, _ = make_data()
     m = Vec2Vec(steps=30, max_retries=2, **SMALL)
-    m._step_hook = Hook(nan_at={12}, nan_times=10**6)
-    with pytest.raises(RuntimeError, match=r"diverged at step 12.*cycle=nan"):
-        m.fit(X, Y)
+    hook = Hook(nan_at={12}, nan_times=10**6).inject(monkeypatch)
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step 12.*cycle=nan.*after 2 rollbacks"):
+        m.fit(X, Y, callbacks=[hook])
+    assert hook.injected == 3  # the first failure and two retries
 
 
 def test_huge_learning_rate_is_caught():
@@ -243,7 +300,7 @@ def test_huge_learning_rate_is_caught():
     m = Vec2Vec(steps=40, lr=1e8, max_grad_norm=1e30, **SMALL)
     try:
         m.fit(X, Y)
-    except RuntimeError as exc:
+    except TrainingDivergedError as exc:
         assert "diverged at step" in str(exc)
     else:
         assert any(e.get("event") == "rollback" for e in m.history_)
@@ -262,7 +319,7 @@ class _Linear:
 
 
 @pytest.mark.parametrize("cls", [Vec2Vec, CycleGAN])
-def test_init_from_translator_reproduces_it(cls):
+def test_init_from_translator_reproduces_it(cls, tmp_path):
     X, Y, Q = make_data(n=200)
     init = _Linear(Q, Y.mean(0))
     m = cls(steps=0, init=init, denoise=False, **SMALL).fit(X, Y)  # initialisation only
@@ -280,7 +337,13 @@ def test_init_from_translator_reproduces_it(cls):
     A = m2.transform(X) - m2.transform(X).mean(0)
     cos = (A * B).sum(1) / np.linalg.norm(A, axis=1) / np.linalg.norm(B, axis=1)
     assert cos.mean() > 0.9
-    assert m2.get_params()["init"] == "translator:_Linear"
+    assert m2.get_params()["init"] is init  # the parameter as given (scikit-learn's contract)
+    m2.save(tmp_path / "m2")  # the file records the translator by class name only
+    loaded = translate.load(tmp_path / "m2")
+    assert loaded.get_params()["init"] == "translator:_Linear"
+    np.testing.assert_array_equal(loaded.transform(X), m2.transform(X))
+    with pytest.raises(ValueError, match="by name only"):
+        loaded.fit(X, Y)
 
 
 def test_wiener_filter_identifies_noise_and_denoises():
@@ -295,7 +358,7 @@ def test_wiener_filter_identifies_noise_and_denoises():
     noise = noise_variances(X, Y, W)
     np.testing.assert_allclose(noise, [0.09, 0.04], rtol=0.1)
     np.testing.assert_allclose(noise_variances(Y, X, W.T), [0.04, 0.09], rtol=0.1)  # A's null space identifies σ
-    F = _shrink_filter(X, noise[0])
+    F = shrink_filter(X, noise[0])
     S = rng.normal(size=(2000, 6)) * scales
     Xt, Yt = S + 0.3 * rng.normal(size=S.shape), S @ W
 
@@ -386,3 +449,59 @@ def test_unfitted_and_tampered_model(tmp_path):
         translate.load(tmp_path / "bad")
     with pytest.raises(ValueError):
         translate.CycleGAN.load(tmp_path / "m")  # a Vec2Vec is not a CycleGAN
+
+
+# ---------------------------------------------------------------------------
+def test_sklearn_contract_clone_and_nested_params():
+    from sklearn.base import clone
+
+    for cls in (Vec2Vec, CycleGAN):
+        m = cls(steps=7, seed=3, weights={"cycle": 5.0}, checkpoint_dir=Path("ck"))
+        c = clone(m)
+        assert type(c) is cls and c is not m and repr(c.get_params()) == repr(m.get_params())
+    iso = translate.Isometric(seed=4)
+    m = Vec2Vec(init=iso)
+    p = m.get_params()
+    assert p["init"] is iso and p["init__seed"] == 4 and "init__seed" not in m.get_params(deep=False)
+    m.set_params(init__seed=9, steps=11)
+    assert iso.seed == 9 and m.steps == 11
+    c = clone(m)
+    assert c.init is not iso and c.init.seed == 9  # an unfitted copy, as scikit-learn clones do
+    with pytest.raises(ValueError, match="no parameter"):
+        m.set_params(stepz=1)
+
+
+def test_unfitted_init_translator_is_fitted_first():
+    X, Y, Q = make_data(n=200)
+    init = translate.Procrustes()  # paired oracle: here X and Y rows are not pairs, but it fits and gives a linear map
+    m = Vec2Vec(steps=0, init=init, denoise=False, **SMALL).fit(X, Y[:200])
+    assert not hasattr(init, "d_in_")  # the parameter stays as given; a copy was fitted
+    ref = translate.Procrustes().fit(X, Y[:200])
+    A, B = m.transform(X), ref.transform(X)
+    A, B = A - A.mean(0), B - B.mean(0)
+    cos = (A * B).sum(1) / np.linalg.norm(A, axis=1) / np.linalg.norm(B, axis=1)
+    assert cos.min() > 0.999
+
+
+def test_callbacks_see_every_step_and_can_stop_training(tmp_path):
+    X, Y, _ = make_data()
+    seen = []
+
+    def cb(record):
+        seen.append(record)
+        if record.get("step") == 7 and "event" not in record:
+            Z = m.transform(X[:4])  # the generators being trained, usable inside
+            assert Z.shape == (4, Y.shape[1]) and np.isfinite(Z).all()
+            raise StopTraining
+
+    m = Vec2Vec(steps=30, n_seeds=2, checkpoint_dir=tmp_path, checkpoint_every=5, **SMALL)
+    m.fit(X, Y, callbacks=[cb])
+    steps = [r["step"] for r in seen]
+    assert steps == list(range(1, 8)) and all(r["seed"] == 0 for r in seen)
+    assert {"loss", "disc", "adv", "cycle", "vsp", "rec", "latent", "grad_g", "grad_d", "lr"} <= set(seen[0])
+    assert m.steps_done_ == 7 and len(m.seed_scores_) == 1  # the second seed was skipped
+    assert np.isfinite(m.transform(X)).all()
+    assert latest(tmp_path / "seed_0")[1] == 7  # the state reached is checkpointed
+    done = Vec2Vec(steps=30, n_seeds=2, checkpoint_dir=tmp_path, checkpoint_every=5, **SMALL).fit(X, Y)  # trains on from it
+    ref = Vec2Vec(steps=30, n_seeds=2, **SMALL).fit(X, Y)
+    np.testing.assert_allclose(done.generator_, ref.generator_, rtol=0, atol=1e-5)

@@ -1,0 +1,567 @@
+"""vec2vec: unpaired translation with adapters, a shared latent space and a GAN.
+
+Model (Jha, Zhang, Shmatikov & Morris 2025, "Harnessing the Universal Geometry
+of Embeddings", arXiv:2505.12540, §3; networks in :mod:`translate.vec2vec.networks`)
+-------------------------------------------------------------------------
+Input adapters ``A_a``, ``A_b``, a shared backbone ``T`` and output adapters
+``B_a, B_b`` give translations ``F_ab = B_b∘T∘A_a``, ``F_ba = B_a∘T∘A_b`` and
+reconstructions ``R_a = B_a∘T∘A_a``, ``R_b = B_b∘T∘A_b``. Training minimises,
+over unpaired minibatches ``x ~ A``, ``y ~ B`` (rows centred and L2-normalised
+per space),
+
+``L = w_adv L_adv + w_latent L_lat + w_rec L_rec + w_cycle L_cyc + w_vsp L_vsp (+ w_anchor L_anchor)``
+
+* ``L_adv``: least-squares GAN (Mao et al. 2017) with one discriminator per
+  output space: ``D_b`` tells ``y`` from ``F_ab(x)``, ``D_a`` tells ``x`` from
+  ``F_ba(y)``. Discriminators minimise ``½E(D(real)-1)² + ½E D(fake)²``,
+  generators ``½E(D(fake)-1)²``.
+* ``L_lat``: the same on the latent space, both directions: ``D_za`` tells
+  ``T A_b(y)`` (real) from ``T A_a(x)`` (fake), ``D_zb`` the converse.
+* ``L_rec = E||R_a(x)-x||² + E||R_b(y)-y||²``,
+  ``L_cyc = E||F_ba(F_ab(x))-x||² + E||F_ab(F_ba(y))-y||²``,
+* ``L_vsp`` (vector-space preservation) ``= mean_{ij} (cos(x_i,x_j) -
+  cos(F_ab(x_i),F_ab(x_j)))²`` plus the same for ``y`` and ``F_ba``.
+* ``L_anchor = E||F_ab(x) - G(x)||²`` only when initialised from another
+  translator ``G`` (see ``init``).
+
+Default weights rec 1, VSP 1, cycle 10, adversarial 1 are the paper's (§3);
+Adam with betas (0.5, 0.999) as there. :class:`CycleGAN` is the same machinery
+with ``shared_latent`` off: direct generators ``A -> B`` and ``B -> A``, no
+reconstruction and no latent discriminators.
+
+Initialisation from another translator (``init``): its best linear fit
+``x W + c`` (exact for a linear translator such as the isometric one) sets the
+linear ends of the A -> B path, and ``W^+`` those of B -> A, so training starts
+*at* that translator; the anchor term keeps F_ab near it while the other terms
+act. Denoising (``denoise``, default on): at transform time the inputs pass the
+Wiener filter of :mod:`translate.denoise`, estimated without pairs.
+Measured on minilm -> mpnet (``scripts/vec2vec_study.py``; CPU budgets of a few
+minutes): the filter raises the mean cosine at unchanged top-1 -- around any
+translator, the isometric one included -- while adversarial fine-tuning from
+the isometric start neither helps nor (with the anchor) hurts much, and
+training from scratch stays near chance within such budgets.
+
+Several seeds are trained and one is kept by an *unsupervised* criterion, the
+nearest-neighbour cycle rate on held training rows (:func:`nn_cycle_rate`).
+
+Training runs on align's engine (:class:`align.train.Trainer`): a non-finite
+loss or gradient norm, or one above :data:`EXPLODE_GRAD_NORM`, rolls back to
+the last good in-memory state (taken every :data:`SNAPSHOT_EVERY` steps and at
+checkpoints), halves the learning rate and retries; ``max_retries`` failures in
+a row raise :class:`align.TrainingDivergedError`. With ``checkpoint_dir``,
+every ``checkpoint_every`` steps each seed's whole state (generators,
+discriminators, Adam moments, position, learning-rate scale, the minibatch
+generator's state, history) goes to ``checkpoint_dir/seed_<i>/`` in the
+engine's layout; ``fit`` resumes from it and -- minibatches being drawn from
+the checkpointed generator -- ends where an uninterrupted run ends. A
+checkpoint from other data or other hyper-parameters is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from align.device import torch_device
+from align.knn import knn
+from align.validation import as_matrix, check_positive_int, check_real
+
+from ..base import Translator
+from ..denoise import apply_filter, input_filters, linear_fit, unit_rows
+
+__all__ = ["Vec2Vec", "CycleGAN", "DEFAULT_WEIGHTS", "nn_cycle_rate"]
+
+#: Loss weights of Jha et al. 2025 (§3): reconstruction 1, VSP 1, cycle 10,
+#: adversarial 1. ``latent`` weights the latent-space GAN terms; ``anchor``
+#: the pull towards an initial translator (used only with ``init``).
+DEFAULT_WEIGHTS: Dict[str, float] = {"rec": 1.0, "vsp": 1.0, "cycle": 10.0, "adv": 1.0, "latent": 1.0, "anchor": 0.0}
+#: anchor weight used when ``init`` is given and ``weights`` does not set one.
+DEFAULT_ANCHOR = 1.0
+#: a gradient norm above this (before clipping) counts as an explosion.
+EXPLODE_GRAD_NORM = 1e4
+#: the in-memory "last good state" is refreshed this often (and at checkpoints).
+SNAPSHOT_EVERY = 50
+#: rows of X and Y used for the unsupervised seed-selection score.
+SELECT_ROWS = 2000
+# parameters that do not change what is trained (excluded from the run fingerprint)
+NON_TRAINING = ("checkpoint_dir", "checkpoint_every", "device", "progress")
+
+
+def nn_cycle_rate(a2b: Callable, b2a: Callable, X: np.ndarray, Y: np.ndarray) -> float:
+    """Unsupervised translation score in [0, 1] (no pairs needed).
+
+    For each ``x_i``: ``j`` = nearest row of ``Y`` (cosine) to ``a2b(x_i)``,
+    then ``i'`` = nearest row of ``X`` to ``b2a(y_j)``; the score is the rate
+    of ``i' == i``, averaged with the same started from ``Y``. Collapsed maps
+    (many rows onto one hub) and scrambled maps score near ``1/n``.
+    """
+    scores = []
+    for P, Q, f, g in ((X, Y, a2b, b2a), (Y, X, b2a, a2b)):
+        _, j = knn(f(P), 1, database=Q)
+        _, i = knn(g(Q[j[:, 0]]), 1, database=P)
+        scores.append(float(np.mean(i[:, 0] == np.arange(len(P)))))
+    return float(np.mean(scores))
+
+
+def _factorise(W: np.ndarray, c: np.ndarray, width: int) -> Dict[str, np.ndarray]:
+    """``W = U S V^T``, truncated to ``width`` directions (and to singular values
+    above 1e-6 of the largest), for :func:`networks.apply_linear_init`."""
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+    keep = min(width, int((s > 1e-6 * s[0]).sum())) if s.size and s[0] > 0 else 0
+    keep = max(keep, 1)
+    return dict(
+        U=U[:, :keep].astype(np.float32),
+        s=np.maximum(s[:keep], 1e-12).astype(np.float32),
+        Vt=Vt[:keep].astype(np.float32),
+        c=c.astype(np.float32),
+    )
+
+
+class Vec2Vec(Translator):
+    """Unpaired translator A -> B: adapters + shared latent MLP + least-squares GAN
+    + cycle + VSP losses (Jha et al. 2025). See the module docstring for the losses.
+
+    Parameters (scikit-learn's contract: stored as given, validated at ``fit``;
+    ``get_params(deep)`` / ``set_params``, so ``sklearn.base.clone`` works)
+    ----------
+    latent_dim : width of the shared latent (residual stream); ``None`` = min(d_a, d_b),
+        the smallest width that can hold an exact linear initialisation.
+    hidden : inner width of the residual MLP blocks (and of the discriminators).
+    depth : residual blocks per adapter, per backbone and per discriminator.
+    steps : optimisation steps per seed. batch_size : rows of X and of Y per step.
+    lr : Adam learning rate (generators and discriminators), betas (0.5, 0.999).
+    weights : loss weights, merged over :data:`DEFAULT_WEIGHTS` (keys rec, vsp,
+        cycle, adv, latent, anchor); anchor defaults to 1 when ``init`` is given.
+    n_seeds : independent runs; the one with the best :func:`nn_cycle_rate` is kept.
+    seed : seeds every run (model initialisation and minibatches).
+    init : ``None`` (random) or a translator A -> B (fitted, or fitted here on
+        ``X, Y`` first when it is an unfitted :class:`translate.Translator`). Its
+        best linear fit (exact for a linear translator) initialises the A -> B
+        path and its pseudo-inverse B -> A; the anchor loss keeps F_ab near that
+        initial map while the GAN terms refine it. A saved model records it by
+        class name only (``"translator:<Class>"``), which ``fit`` refuses.
+    denoise : at transform time, pass inputs through the Wiener filter of
+        :mod:`translate.denoise`, estimated without pairs (the network itself is
+        trained as usual).
+    checkpoint_dir, checkpoint_every : periodic checkpoints; ``fit`` resumes
+        from those found in ``checkpoint_dir``.
+    max_grad_norm : gradient clipping; max_retries : rollbacks in a row allowed
+        before :class:`align.TrainingDivergedError`.
+    device : torch device; default CUDA when present, else CPU.
+    progress : show a tqdm bar.
+
+    Attributes after fit: ``generator_`` (flat float32 parameters of the
+    generators), ``mean_x_``, ``mean_y_``, ``scale_x_``, ``scale_y_``
+    (preprocessing), ``noise_`` (noise variances [A, B] estimated for
+    ``denoise``, or None), ``denoise_a_``, ``denoise_b_`` (the input filters;
+    identities without denoising), ``selected_seed_``, ``seed_scores_``,
+    ``steps_done_``, ``history_``.
+    """
+
+    _state = ("generator_", "mean_x_", "mean_y_", "denoise_a_", "denoise_b_")
+    _state_meta = ("scale_x_", "scale_y_", "latent_dim_", "noise_", "selected_seed_", "seed_scores_", "steps_done_")
+    _shared_latent = True
+
+    def __init__(
+        self,
+        latent_dim: Optional[int] = None,
+        hidden: int = 512,
+        depth: int = 2,
+        steps: int = 5000,
+        batch_size: int = 256,
+        lr: float = 2e-4,
+        weights: Optional[Mapping[str, float]] = None,
+        n_seeds: int = 1,
+        seed: int = 0,
+        init: Union[None, str, Translator] = None,
+        denoise: bool = True,
+        checkpoint_dir: Union[None, str, Path] = None,
+        checkpoint_every: int = 500,
+        max_grad_norm: float = 10.0,
+        max_retries: int = 3,
+        device: Optional[str] = None,
+        progress: bool = True,
+    ):
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.depth = depth
+        self.steps = steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weights = weights
+        self.n_seeds = n_seeds
+        self.seed = seed
+        self.init = init
+        self.denoise = denoise
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
+        self.max_grad_norm = max_grad_norm
+        self.max_retries = max_retries
+        self.device = device
+        self.progress = progress
+
+    # -- parameters --------------------------------------------------------
+    def get_params(self, deep: bool = True) -> Dict[str, Any]:
+        """Hyper-parameters as passed to ``__init__``; with ``deep``, a translator
+        given as ``init`` adds its own as ``init__<name>`` (scikit-learn's contract)."""
+        p = {name: getattr(self, name) for name in self._param_names()}
+        init = p["init"]
+        if deep and init is not None and not isinstance(init, (str, type)) and hasattr(init, "get_params"):
+            p.update({f"init__{k}": v for k, v in init.get_params(deep=True).items()})
+        return p
+
+    def set_params(self, **params: Any) -> "Vec2Vec":
+        """Set hyper-parameters by name, ``init__<name>`` those of ``init``; returns self."""
+        nested = {k[len("init__") :]: v for k, v in params.items() if k.startswith("init__")}
+        plain = {k: v for k, v in params.items() if not k.startswith("init__")}
+        super().set_params(**plain)
+        if nested:
+            if not hasattr(self.init, "set_params"):
+                raise ValueError(f"init__ parameters given, but init is {self.init!r}, which has no set_params")
+            self.init.set_params(**nested)
+        return self
+
+    def _json_params(self) -> Dict[str, Any]:
+        """The parameters as saved (JSON): a translator given as ``init`` is
+        recorded by class name (it is not saved with this model)."""
+        p = self.get_params(deep=False)
+        if p["init"] is not None and not isinstance(p["init"], str):
+            p["init"] = f"translator:{type(p['init']).__name__}"
+        for k in ("checkpoint_dir", "device"):
+            if p[k] is not None:
+                p[k] = str(p[k])
+        if isinstance(p["weights"], Mapping):
+            p["weights"] = dict(p["weights"])
+        return p
+
+    def _check_params(self) -> Dict[str, float]:
+        if self.latent_dim is not None:
+            check_positive_int(self.latent_dim, "latent_dim")
+        check_positive_int(self.hidden, "hidden")
+        check_positive_int(self.depth, "depth", minimum=0)
+        check_positive_int(self.steps, "steps", minimum=0)
+        check_positive_int(self.batch_size, "batch_size", minimum=2)  # VSP needs pairs of rows
+        check_positive_int(self.n_seeds, "n_seeds")
+        check_positive_int(self.seed, "seed", minimum=0)
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
+        check_positive_int(self.max_retries, "max_retries", minimum=0)
+        check_real(self.lr, "lr", low=0, open_low=True)
+        check_real(self.max_grad_norm, "max_grad_norm", low=0, open_low=True)
+        if self.weights is not None and not isinstance(self.weights, Mapping):
+            raise ValueError(f"weights must be a dict of loss weights, got {type(self.weights).__name__}")
+        given = dict(self.weights or {})
+        unknown = set(given) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            raise ValueError(f"weights has unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
+        w = dict(DEFAULT_WEIGHTS)
+        if self.init is not None:
+            w["anchor"] = DEFAULT_ANCHOR
+        w.update(given)
+        w = {k: check_real(v, f"weights[{k!r}]", low=0) for k, v in w.items()}
+        if not isinstance(self.denoise, bool):
+            raise ValueError(f"denoise must be True or False, got {self.denoise!r}")
+        init = self.init
+        if isinstance(init, str):
+            hint = " (a loaded model records its init translator by name only: pass the translator again)" if init.startswith("translator:") else ""
+            raise ValueError(f"init must be None or a translator; got {init!r}{hint}")
+        if init is not None and not callable(getattr(init, "transform", None)):
+            raise ValueError(f"init must be None or a translator with transform(); got {type(init).__name__}")
+        return w
+
+    # -- fit -------------------------------------------------------------------
+    def fit(self, X: Any, Y: Any, pairs: Any = None, callbacks: Sequence[Callable[[Dict[str, Any]], Any]] = ()) -> "Vec2Vec":
+        """Learn the map from the rows of ``X`` (space A) to space B (rows of ``Y``; unpaired).
+
+        ``callbacks``: functions called with a dict per training step (``step``,
+        ``seed``, ``lr``, ``loss``, ``disc``, the loss terms, ``grad_g``,
+        ``grad_d``), per rollback (``event="rollback"``) and at each seed's end
+        (see :mod:`align.train.engine`). Inside one, ``self.transform`` uses the
+        current generators (without the denoising filter, estimated at the end).
+        Raising :class:`align.train.StopTraining` ends training there (remaining
+        seeds are skipped) and finishes the model from the state reached.
+        """
+        self._callbacks = list(callbacks)
+        try:
+            return super().fit(X, Y) if pairs is None else super().fit(X, Y, pairs=pairs)
+        finally:
+            self._callbacks = []
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+        try:
+            self._fit_seeds(X, Y)
+        except BaseException:
+            for name in ("d_in_", "_gen_module"):  # an interrupted fit is not a fitted model
+                self.__dict__.pop(name, None)
+            raise
+
+    def _fit_seeds(self, X: np.ndarray, Y: np.ndarray) -> None:
+        from align.train.engine import fingerprint_arrays, fork_rng
+
+        weights = self._check_params()
+        dev = torch_device(self.device)
+        width = self.latent_dim if self.latent_dim is not None else min(X.shape[1], Y.shape[1])
+        self.latent_dim_ = int(width)
+        self.mean_x_ = X.mean(axis=0).astype(np.float32)
+        self.mean_y_ = Y.mean(axis=0).astype(np.float32)
+        Xn, Yn = unit_rows(X, self.mean_x_), unit_rows(Y, self.mean_y_)
+        # typical norm of a centred row: maps unit-norm outputs back to raw scale
+        self.scale_x_ = float(np.linalg.norm(X - self.mean_x_, axis=1).mean())
+        self.scale_y_ = float(np.linalg.norm(Y - self.mean_y_, axis=1).mean())
+        targets = self._init_targets(X, Y)
+        params = {k: v for k, v in self._json_params().items() if k not in NON_TRAINING}
+        setting = dict(
+            device=dev,
+            width=width,
+            weights=weights,
+            targets=targets,
+            linear_init=None if targets is None else _factorise(*linear_fit(Xn, targets), width),
+            fingerprint={"kind": type(self).__name__, "data": fingerprint_arrays(X, Y, *(() if targets is None else (targets,))), **params},
+            legacy=(type(self).__name__, params, X, Y, targets),  # what the earlier checkpoint layout recorded
+        )
+        # held-out-free selection rows: a fixed random subset of the training rows
+        sel_rng = np.random.default_rng(self.seed)
+        sx = sel_rng.choice(len(Xn), size=min(SELECT_ROWS, len(Xn)), replace=False)
+        sy = sel_rng.choice(len(Yn), size=min(SELECT_ROWS, len(Yn)), replace=False)
+        # until the end, transform() shows the generators being trained, unfiltered
+        self.noise_ = None
+        self.denoise_a_ = np.eye(X.shape[1], dtype=np.float32)
+        self.denoise_b_ = np.eye(Y.shape[1], dtype=np.float32)
+        runs: List[Dict[str, Any]] = []
+        with fork_rng(dev):
+            for i, ss in enumerate(np.random.SeedSequence(self.seed).spawn(self.n_seeds)):
+                runs.append(self._train_seed(i, ss, Xn, Yn, sx, sy, setting))
+                if runs[-1]["stopped"]:
+                    break
+        scores = [r["score"] for r in runs]
+        best = int(np.argmax(scores))  # ties -> lowest seed index
+        self.selected_seed_ = best
+        self.seed_scores_ = [float(s) for s in scores]
+        self.steps_done_ = int(runs[best]["steps"])
+        self._gen_module = runs[best]["gen"].eval()
+        self.generator_ = _networks().flatten_params(self._gen_module)
+        self._fit_denoise(Xn, Yn)
+        self.history_ = [dict(e, seed=r["index"]) for r in runs for e in r["history"]]
+        self.history_.append({"event": "selected", "seed": best, "nn_cycle_rate": self.seed_scores_})
+
+    def _train_seed(self, index: int, seed_seq: np.random.SeedSequence, Xn: np.ndarray, Yn: np.ndarray,
+                    sx: np.ndarray, sy: np.ndarray, setting: Dict[str, Any]) -> Dict[str, Any]:
+        """Build, train (resuming from this seed's checkpoints) and score one seed."""
+        import torch
+
+        from align.train.engine import RandomBatches, Trainer
+
+        from .legacy import restore_legacy_checkpoint
+
+        networks = _networks()
+        dev, weights = setting["device"], setting["weights"]
+        torch_seed, np_seed = (int(s) for s in seed_seq.generate_state(2, dtype=np.uint32))
+        torch.manual_seed(torch_seed)
+        gen, disc = networks.build_modules(Xn.shape[1], Yn.shape[1], setting["width"], self.hidden, self.depth, self._shared_latent)
+        if setting["linear_init"] is not None:
+            networks.apply_linear_init(gen, setting["linear_init"])
+        gen.to(dev)
+        disc.to(dev)
+        betas = (0.5, 0.999)  # Jha et al. 2025; standard for GANs (Radford et al. 2016)
+        optimizers = {
+            "g": torch.optim.Adam(gen.parameters(), lr=self.lr, betas=betas),
+            "d": torch.optim.Adam(disc.parameters(), lr=self.lr, betas=betas),
+        }
+        rng = np.random.Generator(np.random.PCG64(np_seed))
+        seed_dir = None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / f"seed_{index}"
+        trainer = Trainer(
+            torch.nn.ModuleDict({"gen": gen, "disc": disc}),
+            optimizers,
+            RandomBatches((Xn.shape[0], Yn.shape[0]), self.batch_size, self.steps, rng),
+            kind=type(self).__name__,
+            fingerprint=setting["fingerprint"],
+            checkpoint_dir=seed_dir,
+            checkpoint_every=self.checkpoint_every,
+            max_retries=self.max_retries,
+            max_grad_norm=self.max_grad_norm,
+            explode_grad_norm=EXPLODE_GRAD_NORM,
+            snapshot_every=SNAPSHOT_EVERY,
+            log_every=max(1, self.steps // 500),
+            epoch_records=False,
+            callbacks=self._callbacks,
+            tags={"seed": index},
+            progress=self.progress,
+            desc=f"{type(self).__name__} seed {index + 1}/{self.n_seeds}",
+        )
+        Xt, Yt = torch.from_numpy(Xn).to(dev), torch.from_numpy(Yn).to(dev)
+        targets = setting["targets"]
+        anchor = torch.from_numpy(targets).to(dev) if targets is not None and weights["anchor"] > 0 else None
+
+        def step(batch):
+            ia, ib = (torch.from_numpy(b).to(dev) for b in batch)
+            x, y = Xt[ia], Yt[ib]
+            out = gen.all(x, y)
+            parts = networks.generator_terms(out, disc, x, y, None if anchor is None else anchor[ia])
+            g_loss = sum(weights[k] * v for k, v in parts.items())
+            d_loss = networks.discriminator_loss(out, disc, x, y)
+            numbers = {k: float(v.detach()) for k, v in parts.items()}
+            numbers["disc"] = float(d_loss.detach())
+            return {"g": g_loss, "d": d_loss}, numbers
+
+        def score() -> float:
+            return nn_cycle_rate(lambda A: self._apply(gen.a2b, A), lambda B: self._apply(gen.b2a, B), Xn[sx], Yn[sy])
+
+        def finish(epoch: int) -> None:
+            trainer.extra["score"] = score()  # saved with the final checkpoint
+
+        self._gen_module = gen
+        legacy = seed_dir is not None and restore_legacy_checkpoint(trainer, seed_dir, index, *setting["legacy"])
+        trainer.run(step, finish, resume=not legacy)
+        gen.eval()
+        finished = trainer.epoch >= 1 and "score" in trainer.extra
+        return dict(
+            index=index,
+            gen=gen,
+            score=float(trainer.extra["score"]) if finished else score(),
+            steps=trainer.global_step,
+            history=trainer.history,
+            stopped=trainer.stopped,
+        )
+
+    def _fit_denoise(self, Xn: np.ndarray, Yn: np.ndarray) -> None:
+        """Input-side Wiener filters (:func:`translate.denoise.input_filters`), estimated from
+        the unpaired covariances and the subspaces of the best linear fit of the trained map."""
+        self.noise_ = None
+        self.denoise_a_ = np.eye(Xn.shape[1], dtype=np.float32)
+        self.denoise_b_ = np.eye(Yn.shape[1], dtype=np.float32)
+        if self.denoise:
+            W, _ = linear_fit(Xn, self._apply(self._module().a2b, Xn))
+            self.noise_, self.denoise_a_, self.denoise_b_ = input_filters(Xn, Yn, W)
+
+    def _init_targets(self, X: np.ndarray, Y: np.ndarray) -> Optional[np.ndarray]:
+        """``init``'s translation of X, centred by its own mean and row-normalised
+        (the same preprocessing as the data; its own mean so that translators
+        that return centred outputs work too). An unfitted translator is fitted
+        on (X, Y) first (a copy: ``init`` itself stays as given)."""
+        init = self.init
+        if init is None:
+            return None
+        if isinstance(init, Translator) and not hasattr(init, "d_in_"):
+            init = type(init)(**init.get_params(deep=False)).fit(X, Y)
+        try:
+            T = np.asarray(init.transform(X), dtype=np.float32)
+        except Exception as exc:
+            raise ValueError(f"init: could not translate X with {type(init).__name__} ({type(exc).__name__}: {exc})") from None
+        if T.shape != (X.shape[0], Y.shape[1]) or not np.isfinite(T).all():
+            raise ValueError(
+                f"init: {type(init).__name__}.transform(X) gave shape {T.shape} (finite: {bool(np.isfinite(T).all())}); "
+                f"expected finite ({X.shape[0]}, {Y.shape[1]}): is it fitted from X's space to Y's?"
+            )
+        return unit_rows(T, T.mean(axis=0))
+
+    # -- transform ---------------------------------------------------------------
+    @staticmethod
+    def _apply(fn: Callable, A: np.ndarray, batch: int = 4096) -> np.ndarray:
+        """Run a generator method (``gen.a2b`` / ``gen.b2a``) on rows, in batches."""
+        import torch
+
+        dev = next(fn.__self__.parameters()).device
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(A), batch):
+                outs.append(fn(torch.from_numpy(A[i : i + batch]).to(dev)).float().cpu().numpy())
+        return np.concatenate(outs)
+
+    def _module(self):
+        mod = getattr(self, "_gen_module", None)
+        if mod is None:
+            mod = self._build_generators()
+            _networks().unflatten_params(mod, self.generator_)
+            mod.to(self._inference_device()).eval()
+            self._gen_module = mod
+        return mod
+
+    def _build_generators(self):
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            gen, _ = _networks().build_modules(self.d_in_, self.d_out_, self.latent_dim_, self.hidden, self.depth, self._shared_latent)
+        return gen
+
+    def _inference_device(self):
+        try:
+            return torch_device(self.device)
+        except ValueError:  # e.g. trained on CUDA, loaded on a CPU-only machine
+            return torch_device(None)
+
+    def _transform(self, X: np.ndarray) -> np.ndarray:
+        Z = self._apply(self._module().a2b, apply_filter(unit_rows(X, self.mean_x_), self.denoise_a_))
+        return Z * self.scale_y_ + self.mean_y_
+
+    def inverse_transform(self, Y: Any) -> np.ndarray:
+        """Map rows of space B back into space A (the B -> A generator)."""
+        self._check_fitted()
+        Y = as_matrix(Y, "Y", dtype=np.float32)
+        if Y.shape[1] != self.d_out_:
+            raise ValueError(f"Y has {Y.shape[1]} columns but this translator was fitted on {self.d_out_}")
+        Z = self._apply(self._module().b2a, apply_filter(unit_rows(Y, self.mean_y_), self.denoise_b_))
+        return (Z * self.scale_x_ + self.mean_x_).astype(np.float32)
+
+    # -- persistence -----------------------------------------------------------
+    def save(self, path: Union[str, Path]) -> Path:
+        """As :meth:`Translator.save`, with the parameters written as JSON
+        (``init`` by class name: the translator is not saved with this model)."""
+        given = self.get_params(deep=False)
+        self.__dict__.update(self._json_params())
+        try:
+            return super().save(path)
+        finally:
+            self.__dict__.update(given)
+
+    def _load_state(self, tensors: Dict[str, np.ndarray], meta: Dict[str, Any]) -> None:
+        super()._load_state(tensors, meta)
+        self._gen_module = None
+
+    def _check_state(self) -> None:
+        d_a, d_b = self.d_in_, self.d_out_
+        g, mx, my = (np.asarray(getattr(self, k)) for k in ("generator_", "mean_x_", "mean_y_"))
+        if mx.shape != (d_a,) or my.shape != (d_b,) or mx.dtype != np.float32 or my.dtype != np.float32:
+            raise ValueError(f"saved means have shapes {mx.shape}, {my.shape}; expected ({d_a},), ({d_b},) float32")
+        for k in ("scale_x_", "scale_y_"):
+            check_real(getattr(self, k), f"saved {k}", low=0, open_low=True)
+        noise = self.noise_
+        if noise is not None and not (isinstance(noise, list) and len(noise) == 2):
+            raise ValueError(f"saved noise_ = {noise!r} is not null or two numbers")
+        for v in noise or ():
+            check_real(v, "saved noise_")
+        for k, d in (("denoise_a_", d_a), ("denoise_b_", d_b)):
+            f = np.asarray(getattr(self, k))
+            if f.shape != (d, d) or f.dtype != np.float32:
+                raise ValueError(f"saved {k} is {f.dtype}{list(f.shape)}; expected float32[{d}, {d}]")
+        check_positive_int(self.latent_dim_, "saved latent_dim_")
+        check_positive_int(self.hidden, "saved parameter hidden")
+        check_positive_int(self.depth, "saved parameter depth", minimum=0)
+        mod = self._build_generators()
+        n = sum(p.numel() for p in mod.parameters())
+        if g.ndim != 1 or g.dtype != np.float32 or g.shape[0] != n:
+            raise ValueError(
+                f"saved generator_ is {g.dtype}{list(g.shape)}; this architecture needs float32[{n}] "
+                f"(d_in={d_a}, d_out={d_b}, latent_dim={self.latent_dim_}, hidden={self.hidden}, depth={self.depth})"
+            )
+        _networks().unflatten_params(mod, g)
+        mod.to(self._inference_device()).eval()
+        self._gen_module = mod
+
+
+class CycleGAN(Vec2Vec):
+    """CycleGAN-style translator (Zhu et al. 2017): the :class:`Vec2Vec` machinery
+    without the shared latent -- direct generators A -> B and B -> A (residual
+    MLP stacks of width ``latent_dim``, ``3 * depth`` blocks), output-space
+    least-squares GANs, cycle and VSP losses; no reconstruction, no latent GAN."""
+
+    _shared_latent = False
+
+
+def _networks():
+    """:mod:`translate.vec2vec.networks`, imported on first use (it imports torch,
+    which ``import translate`` and loading other translators do not need)."""
+    from . import networks
+
+    return networks

@@ -1,0 +1,229 @@
+"""vec2vec's networks and losses (Jha, Zhang, Shmatikov & Morris 2025, §3).
+
+Every part is a stack of pre-norm residual MLP blocks
+``h <- h + W2 SiLU(W1 LayerNorm(h))`` between linear projections:
+input adapters ``A_a, A_b``, a shared backbone ``T`` and output adapters
+``B_a, B_b`` give the translations ``F_ab = B_b∘T∘A_a``, ``F_ba = B_a∘T∘A_b``
+and the reconstructions ``R_a = B_a∘T∘A_a``, ``R_b = B_b∘T∘A_b``. Without the
+shared latent (CycleGAN) the generators are direct stacks ``A -> B``, ``B -> A``
+of the same depth. One discriminator per output space (and, with the shared
+latent, one per latent direction) scores rows.
+
+:func:`generator_terms` and :func:`discriminator_loss` are the losses of one
+training step (least-squares GAN, Mao et al. 2017; cycle; VSP; reconstruction;
+latent GAN; anchor); the module docstring of :mod:`translate.vec2vec.estimator`
+spells them out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "Block",
+    "Stack",
+    "Generators",
+    "Discriminator",
+    "build_modules",
+    "apply_linear_init",
+    "generator_terms",
+    "discriminator_loss",
+    "flatten_params",
+    "unflatten_params",
+]
+
+
+class Block(nn.Module):
+    """Pre-norm residual MLP block; the output layer starts at zero so that a
+    stack of blocks starts as the identity (the ends are linear)."""
+
+    def __init__(self, w: int, h: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(w)
+        self.fc1 = nn.Linear(w, h)
+        self.fc2 = nn.Linear(h, w)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.fc2(F.silu(self.fc1(self.norm(h))))
+
+
+class Stack(nn.Module):
+    """[Linear(d_in, w)] -> n_blocks x Block -> [Linear(w, d_out)]."""
+
+    def __init__(self, w: int, h: int, n_blocks: int, d_in: Optional[int] = None, d_out: Optional[int] = None) -> None:
+        super().__init__()
+        self.proj_in = nn.Linear(d_in, w) if d_in is not None else None
+        self.blocks = nn.Sequential(*[Block(w, h) for _ in range(n_blocks)])
+        self.proj_out = nn.Linear(w, d_out) if d_out is not None else None
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.proj_in is not None:
+            h = self.proj_in(h)
+        h = self.blocks(h)
+        if self.proj_out is not None:
+            h = self.proj_out(h)
+        return h
+
+
+class Generators(nn.Module):
+    """Both translation directions: adapters + shared backbone (``shared``), or
+    direct stacks of ``3 * depth`` blocks (CycleGAN)."""
+
+    def __init__(self, d_a: int, d_b: int, width: int, hidden: int, depth: int, shared: bool) -> None:
+        super().__init__()
+        self.shared = shared
+        if shared:
+            self.in_a = Stack(width, hidden, depth, d_in=d_a)
+            self.in_b = Stack(width, hidden, depth, d_in=d_b)
+            self.backbone = Stack(width, hidden, depth)
+            self.out_a = Stack(width, hidden, depth, d_out=d_a)
+            self.out_b = Stack(width, hidden, depth, d_out=d_b)
+        else:  # CycleGAN: direct maps of the same depth as adapter+backbone+adapter
+            self.ab = Stack(width, hidden, 3 * depth, d_in=d_a, d_out=d_b)
+            self.ba = Stack(width, hidden, 3 * depth, d_in=d_b, d_out=d_a)
+
+    def linear_ends(self):
+        """(into latent from A, out to B, into latent from B, out to A)."""
+        if self.shared:
+            return self.in_a.proj_in, self.out_b.proj_out, self.in_b.proj_in, self.out_a.proj_out
+        return self.ab.proj_in, self.ab.proj_out, self.ba.proj_in, self.ba.proj_out
+
+    def a2b(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_b(self.backbone(self.in_a(x))) if self.shared else self.ab(x)
+
+    def b2a(self, y: torch.Tensor) -> torch.Tensor:
+        return self.out_a(self.backbone(self.in_b(y))) if self.shared else self.ba(y)
+
+    def all(self, x: torch.Tensor, y: torch.Tensor) -> Dict[str, Any]:
+        """Every output one training step needs (translations, cycles, and with
+        the shared latent: latents and reconstructions)."""
+        if not self.shared:
+            y_hat, x_hat = self.ab(x), self.ba(y)
+            return dict(y_hat=y_hat, x_hat=x_hat, x_cyc=self.ba(y_hat), y_cyc=self.ab(x_hat))
+        za, zb = self.backbone(self.in_a(x)), self.backbone(self.in_b(y))
+        y_hat, x_hat = self.out_b(za), self.out_a(zb)
+        return dict(
+            za=za,
+            zb=zb,
+            x_rec=self.out_a(za),
+            y_rec=self.out_b(zb),
+            y_hat=y_hat,
+            x_hat=x_hat,
+            x_cyc=self.out_a(self.backbone(self.in_b(y_hat))),
+            y_cyc=self.out_b(self.backbone(self.in_a(x_hat))),
+        )
+
+
+class Discriminator(nn.Module):
+    """A stack (``hidden`` wide, ``depth`` blocks) -> LayerNorm -> SiLU -> one score per row."""
+
+    def __init__(self, d: int, hidden: int, depth: int) -> None:
+        super().__init__()
+        self.body = Stack(hidden, hidden, depth, d_in=d)
+        self.norm = nn.LayerNorm(hidden)
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head(F.silu(self.norm(self.body(h)))).squeeze(-1)
+
+
+def build_modules(d_a: int, d_b: int, width: int, hidden: int, depth: int, shared: bool):
+    """(generators, discriminators) on the CPU, initialised from torch's global RNG
+    (discriminators first: the order fixes which random numbers each module gets)."""
+    discs = nn.ModuleDict({"a": Discriminator(d_a, hidden, depth), "b": Discriminator(d_b, hidden, depth)})
+    if shared:
+        discs["za"] = Discriminator(width, hidden, depth)
+        discs["zb"] = Discriminator(width, hidden, depth)
+    return Generators(d_a, d_b, width, hidden, depth, shared), discs
+
+
+def apply_linear_init(gen: Generators, lin: Dict[str, np.ndarray]) -> None:
+    """Make F_ab = x W + c exactly (W = U S V^T): A in = S^½U^T, B out = V S^½,
+    B in = S^-½ V^T (its pseudo-inverse), A out = U S^-½; so F_ba = W^+ and
+    reconstructions are projections. Unused latent directions keep a small
+    random weight so that they can still learn."""
+    U, s, Vt, c = lin["U"], lin["s"], lin["Vt"], lin["c"]
+    r = s.shape[0]
+    rs = np.sqrt(s)
+    a_in, b_out, b_in, a_out = gen.linear_ends()
+    with torch.no_grad():
+        for lin_mod in (a_in, b_out, b_in, a_out):
+            lin_mod.weight.mul_(1e-2)
+            lin_mod.bias.zero_()
+        a_in.weight[:r] = torch.from_numpy((U * rs).T.copy())
+        b_out.weight[:, :r] = torch.from_numpy((Vt.T * rs).copy())
+        b_out.bias.copy_(torch.from_numpy(c))
+        b_in.weight[:r] = torch.from_numpy((Vt.T / rs).T.copy())
+        b_in.bias[:r] = torch.from_numpy(-(c @ Vt.T) / rs)
+        a_out.weight[:, :r] = torch.from_numpy((U / rs).copy())
+
+
+# -- losses -------------------------------------------------------------------
+def _msq(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a - b) ** 2).sum(dim=1).mean()
+
+
+def _cos_matrix(a: torch.Tensor) -> torch.Tensor:
+    a = a / a.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    return a @ a.T
+
+
+def _vsp(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return ((_cos_matrix(src) - _cos_matrix(out)) ** 2).mean()
+
+
+def _lsgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (((real - 1) ** 2).mean() + (fake**2).mean())
+
+
+def _lsgan_g(fake: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((fake - 1) ** 2).mean()
+
+
+def generator_terms(out: Dict[str, Any], disc: nn.ModuleDict, x: torch.Tensor, y: torch.Tensor,
+                    anchor_targets: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """The generators' loss terms of one step (unweighted): ``adv``, ``cycle``,
+    ``vsp``, with the shared latent ``rec`` and ``latent``, and ``anchor`` when
+    ``anchor_targets`` (the initial translator's image of ``x``) are given."""
+    parts: Dict[str, torch.Tensor] = {}
+    parts["adv"] = _lsgan_g(disc["b"](out["y_hat"])) + _lsgan_g(disc["a"](out["x_hat"]))
+    parts["cycle"] = _msq(out["x_cyc"], x) + _msq(out["y_cyc"], y)
+    parts["vsp"] = _vsp(x, out["y_hat"]) + _vsp(y, out["x_hat"])
+    if "za" in out:
+        parts["rec"] = _msq(out["x_rec"], x) + _msq(out["y_rec"], y)
+        parts["latent"] = _lsgan_g(disc["za"](out["za"])) + _lsgan_g(disc["zb"](out["zb"]))
+    if anchor_targets is not None:
+        parts["anchor"] = _msq(out["y_hat"], anchor_targets)
+    return parts
+
+
+def discriminator_loss(out: Dict[str, Any], disc: nn.ModuleDict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Least-squares GAN loss of the discriminators (generator outputs detached):
+    ``D_b`` tells ``y`` from ``F_ab(x)``, ``D_a`` ``x`` from ``F_ba(y)``, and with
+    the shared latent ``D_za`` tells ``T A_b(y)`` from ``T A_a(x)``, ``D_zb`` the converse."""
+    d_loss = _lsgan_d(disc["b"](y), disc["b"](out["y_hat"].detach())) + _lsgan_d(disc["a"](x), disc["a"](out["x_hat"].detach()))
+    if "za" in out:
+        za, zb = out["za"].detach(), out["zb"].detach()
+        d_loss = d_loss + _lsgan_d(disc["za"](zb), disc["za"](za)) + _lsgan_d(disc["zb"](za), disc["zb"](zb))
+    return d_loss
+
+
+# -- flat parameter vectors (how a fitted translator stores its generators) ----
+def flatten_params(module: nn.Module) -> np.ndarray:
+    return np.concatenate([p.detach().cpu().numpy().ravel() for p in module.parameters()]).astype(np.float32)
+
+
+def unflatten_params(module: nn.Module, flat: np.ndarray) -> None:
+    off = 0
+    with torch.no_grad():
+        for p in module.parameters():
+            n = p.numel()
+            p.copy_(torch.from_numpy(np.ascontiguousarray(flat[off : off + n])).view_as(p))
+            off += n
