@@ -1,6 +1,6 @@
 # Both targets set up .venv first (idempotent: scripts/setup.sh does nothing
 # when the environment already matches pyproject.toml and itself).
-.PHONY: setup demo test bench
+.PHONY: setup demo test test-fast bench
 
 setup:
 	bash scripts/setup.sh
@@ -10,6 +10,11 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -q
+
+# The developer loop: the suite without the tests marked `slow` (real encoders, longer
+# training). CI runs `make test`, which includes them.
+test-fast: setup
+	.venv/bin/python -m pytest -q -m "not slow"
 
 bench: setup
 	mkdir -p out && .venv/bin/python scripts/bench.py --out out/bench.json --md out/bench.md
