@@ -87,6 +87,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from align.knn import _SYM_MIN_ROWS as SYM_MIN_ROWS  # noqa: E402  (where "auto" turns symmetric)
+from translate.tables import markdown_table  # noqa: E402
 
 MiB = float(1 << 20)
 GB = 1e9
@@ -1161,21 +1162,23 @@ def _params_str(row: Dict[str, Any]) -> str:
     return f"n={p['n']}, d={p['d']}" + (f", k={p['k']}" if row["group"] in ("mknn", "tune", "cknna") else "")
 
 
-def markdown_table(rows: List[Dict[str, Any]]) -> str:
-    out = [
-        "| case | size | reptrans | time | peak mem | baseline | time | peak mem | speed-up | mem ratio | notes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+BENCH_COLUMNS = ("case", "size", "reptrans", "time", "peak mem", "baseline", "baseline time", "baseline peak mem",
+                 "speed-up", "mem ratio", "notes")
+
+
+def bench_table(rows: List[Dict[str, Any]]) -> str:
+    """The results as a markdown table (cells formatted here, laid out by translate.tables)."""
+    cells = []
     for row in rows:
         sp = f"{row['speedup']:.2g}×" if row.get("speedup") else "—"
         mr = row.get("mem_ratio")
         mr = "—" if not mr else (f"{mr:.0f}×" if mr >= 10 else f"{mr:.2g}×")
-        out.append(
-            f"| {row['case']} | {_params_str(row)} | {row['reptrans_label']} | {_fmt_t(row['reptrans'])} | "
-            f"{_fmt_m(row['reptrans'])} | {row.get('baseline_label', '—')} | {_fmt_t(row.get('baseline'))} | "
-            f"{_fmt_m(row.get('baseline'))} | {sp} | {mr} | {_note(row)} |"
-        )
-    return "\n".join(out)
+        values = (row["case"], _params_str(row), row["reptrans_label"], _fmt_t(row["reptrans"]),
+                  _fmt_m(row["reptrans"]), row.get("baseline_label", "—"), _fmt_t(row.get("baseline")),
+                  _fmt_m(row.get("baseline")), sp, mr, _note(row))
+        cells.append(dict(zip(BENCH_COLUMNS, values)))
+    headers = [c.replace("baseline ", "") for c in BENCH_COLUMNS]
+    return markdown_table(cells, BENCH_COLUMNS, headers)
 
 
 def round_robin_tables(rows: List[Dict[str, Any]]) -> str:
@@ -1240,7 +1243,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             info["load_avg_end"] = list(os.getloadavg())
             Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     info["load_avg_end"] = list(os.getloadavg())
-    table = markdown_table(rows)
+    table = bench_table(rows)
     rr = round_robin_tables(rows)
     if rr:
         table += "\n" + rr

@@ -38,6 +38,7 @@ from align.validation import check_positive_int
 from .evaluate import evaluate, unpaired_diagnostic
 from .isometric import Isometric
 from .paired import Procrustes
+from .tables import markdown_table
 
 #: metrics run by the demo (the quadratic-memory ones, RSA and RBF CKA, are left out)
 DEMO_METRICS = ("mutual_knn", "cknna", "cka", "cka_debiased", "linear", "procrustes", "permutation", "soft_match")
@@ -62,8 +63,6 @@ def run_demo(
     progress: bool = True,
 ) -> Dict[str, Any]:
     """Run the demo (see the module docstring); returns what ``results.json`` holds."""
-    from .cli import markdown_table
-
     n = check_positive_int(n_per_side, "n_per_side", 20)
     n_test = check_positive_int(n_test, "n_test", 2)
     n_metric = min(check_positive_int(n_metric, "n_metric", 20), n)
