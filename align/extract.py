@@ -18,7 +18,29 @@ import numpy as np
 
 from align.validation import check_choice, check_positive_int
 
-__all__ = ["extract_activations", "TOKEN_POOLS", "CONV_POOLS"]
+__all__ = ["extract_activations", "resolve_layer", "TOKEN_POOLS", "CONV_POOLS"]
+
+
+# ---------------------------------------------------------------------------
+# layer names -> submodules (the one resolver: extract_activations and REPA's hook)
+
+
+def resolve_layer(model: "torch.nn.Module", name: Any, arg: str = "layer", allow_root: bool = True):  # noqa: F821
+    """The submodule of ``model`` called ``name`` in ``model.named_modules()``
+    (``"blocks.3"``; ``""`` is the whole model unless ``allow_root`` is False).
+
+    A ``model`` that is not a ``torch.nn.Module`` or an unknown ``name`` raises
+    ValueError, the latter naming the argument ``arg`` and listing the model's modules."""
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    modules = dict(model.named_modules())
+    if isinstance(name, str) and name in modules and (allow_root or name != ""):
+        return modules[name]
+    names = [n for n in modules if n]
+    shown = ", ".join(repr(n) for n in names[:60]) + (f", ... ({len(names)} in all)" if len(names) > 60 else "")
+    raise ValueError(f"{arg}: {name!r} is not a module of this model; its modules are: {shown or '(none)'}")
 
 
 # ---------------------------------------------------------------------------
@@ -138,14 +160,7 @@ def extract_activations(
     names = [layers] if isinstance(layers, str) else list(layers)
     if not names:
         raise ValueError("layers is empty; name at least one module of the model")
-    available = dict(model.named_modules())
-    for name in names:
-        if not isinstance(name, str) or name not in available:
-            shown = [repr(k) for k in available if k][:60]
-            more = f" (+{len(available) - 1 - len(shown)} more)" if len(available) - 1 > len(shown) else ""
-            raise ValueError(
-                f"layers: {name!r} is not a module of this model; available: {', '.join(shown)}{more}"
-            )
+    modules = {name: resolve_layer(model, name, "layers") for name in names}
     if len(set(names)) != len(names):
         raise ValueError(f"layers has duplicates: {names}")
 
@@ -200,7 +215,7 @@ def extract_activations(
     modes = {m: m.training for m in model.modules()}
     try:
         for name in names:
-            handles.append(available[name].register_forward_hook(make_hook(name)))
+            handles.append(modules[name].register_forward_hook(make_hook(name)))
         model.eval()
         with torch.no_grad():
             for b, batch in enumerate(_batches(data, n, batch_size, dev)):

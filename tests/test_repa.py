@@ -151,7 +151,7 @@ def test_hook_removed_after_exception_in_with_block():
 
 
 def test_unknown_layer_lists_the_names():
-    with pytest.raises(ValueError, match=r"layer_name 'blocks\.3'.*'conv1'.*'block\.0'.*'fc'"):
+    with pytest.raises(ValueError, match=r"layer_name: 'blocks\.3' is not a module.*'conv1'.*'block\.0'.*'fc'"):
         attach_repa(_model(), "blocks.3", RepaProjector(4, 3, hidden=8))
     with pytest.raises(ValueError, match="layer_name"):
         attach_repa(_model(), "", RepaProjector(4, 3, hidden=8))
@@ -267,7 +267,7 @@ def test_divergence_rollback_and_error():
         ({"target": np.zeros((7, 16, 5), dtype=np.float32)}, "^target must have one row per input"),
         ({"target": None}, "^target is required"),
         ({"projector": None}, "^projector is None"),
-        ({"layer": "nope"}, "^layer_name 'nope'"),
+        ({"layer": "nope"}, "^layer: 'nope' is not a module"),
         ({"inputs": np.full((48, 1, 4, 4), np.nan, dtype=np.float32)}, "^inputs contains NaN"),
         ({"model": "cnn"}, "^model must be"),
     ],

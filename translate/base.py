@@ -13,23 +13,19 @@ pickle); :func:`load` rebuilds the right class from the file and verifies it.
 from __future__ import annotations
 
 import importlib
-import inspect
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Optional, Type, Union
+from typing import Any, ClassVar, Dict, Type, Union
 
 import numpy as np
 
 from align.checkpoint import load_artifact, save_artifact
+from align.params import NotFittedError, Params
 from align.validation import as_matrix, check_pairs
 
 __all__ = ["Translator", "load", "REGISTRY", "KINDS", "NotFittedError"]
 
 REGISTRY: Dict[str, Type["Translator"]] = {}
 
-
-class NotFittedError(ValueError, AttributeError):
-    """A translator used before ``fit`` (scikit-learn's NotFittedError is also a
-    ValueError and an AttributeError)."""
 
 #: where each saveable translator class is defined: :func:`load` imports the module
 #: of the kind it finds in a file, so a fresh process loads what another one saved
@@ -54,7 +50,7 @@ def _import_kinds() -> None:
                 raise
 
 
-class Translator:
+class Translator(Params):
     """Base class. Subclasses implement ``_fit(X, Y)`` and ``_transform(X)``
     on validated float arrays, and list their learned arrays in ``_state``.
 
@@ -74,30 +70,6 @@ class Translator:
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         REGISTRY[cls.__name__] = cls
-
-    # -- parameters (as in scikit-learn) ---------------------------------
-    @classmethod
-    def _param_names(cls) -> List[str]:
-        params = inspect.signature(cls.__init__).parameters.values()
-        return [p.name for p in params if p.name != "self" and p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
-
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        """Hyper-parameters as passed to ``__init__`` (scikit-learn's contract;
-        ``deep`` is accepted for ``sklearn.base.clone``: no parameter is an estimator)."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> "Translator":
-        """Set hyper-parameters by name (validated at ``fit``); returns self."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter {name!r}; valid: {', '.join(valid)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
 
     # -- fit / transform -------------------------------------------------
     #: whether fit accepts ``pairs=`` (known (row of X, row of Y) pairs among unpaired sets)

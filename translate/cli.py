@@ -35,6 +35,7 @@ from .cli_support import (
     open_input,
     param_specs,
     parse_param_items,
+    read_finite,
     read_pairs,
     takes_pairs,
     warning_printer,
@@ -140,12 +141,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
                              + ("" if not getattr(cls, "paired", False) else
                                 f" ({args.method} pairs rows by position: row i of --source with row i of --target)"))
         fit_kw["pairs"] = read_pairs(args.pairs, len(src), len(tgt))
-    for f in (src, tgt):
-        try:
-            f.check_finite()
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    X, Y = src.read(), tgt.read()
+    X, Y = read_finite(src, tgt)
     note(args, f"fitting {args.method} on {len(X)} source rows ({X.shape[1]}-d) and {len(Y)} target rows "
                f"({Y.shape[1]}-d)" + (f" with {len(fit_kw['pairs'])} known pairs" if fit_kw else ""))
     t.fit(X, Y, **fit_kw)
@@ -199,12 +195,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if not 1 <= args.k < n:
         raise UsageError(f"--k {args.k} must be between 1 and {n - 1} (the candidate pool is the {n} rows of "
                          "--target)")
-    for f in (src, tgt):
-        try:
-            f.check_finite()
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    res = translate.evaluate(t.transform(src.read()), tgt.read(), k=args.k)
+    X, Y = read_finite(src, tgt)
+    res = translate.evaluate(t.transform(X), Y, k=args.k)
     print(markdown_table([{"model": type(t).__name__, **res}]))
     if args.json:
         Path(args.json).write_text(to_json(res) + "\n")
@@ -237,12 +229,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         raise UsageError(f"A has {n} rows; the metrics need at least 3 paired rows")
     if any(m in NEIGHBOUR_METRICS for m in names) and not 1 <= args.k < n:
         raise UsageError(f"--k {args.k} must be between 1 and {n - 1} ({n} rows, self excluded)")
-    for f in (fa, fb):
-        try:
-            f.check_finite()
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    X, Y = fa.read(), fb.read()
+    X, Y = read_finite(fa, fb)
     rows: List[Dict[str, Any]] = []
     failures = []
     for name in names:

@@ -27,6 +27,7 @@ __all__ = [
     "open_input",
     "param_specs",
     "parse_param_items",
+    "read_finite",
     "read_pairs",
     "takes_pairs",
     "warning_printer",
@@ -257,18 +258,24 @@ def read_pairs(path: str, n_source: int, n_target: int, option: str = "--pairs")
 # -- inputs and messages ----------------------------------------------------
 
 
-def open_input(path: str, option: str, key: Optional[str] = None, key_option: str = "--key",
-               check_finite: bool = False) -> ArrayFile:
+def open_input(path: str, option: str, key: Optional[str] = None, key_option: str = "--key") -> ArrayFile:
     """:func:`align.arrays.open_array` with its errors as :class:`UsageError`."""
     try:
         f = open_array(path, option, key, key_option)
-        if check_finite:
-            f.check_finite()
-    except UsageError:
-        raise
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return f
+
+
+def read_finite(*files: ArrayFile) -> List[np.ndarray]:
+    """The arrays of ``files``, once each is scanned for NaN / Inf (all before any is
+    read); the first non-finite value is a :class:`UsageError` naming its row."""
+    for f in files:
+        try:
+            f.check_finite()
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return [f.read() for f in files]
 
 
 def cli_message(message: str, names: Optional[Dict[str, str]] = None, params: Sequence[str] = ()) -> str:

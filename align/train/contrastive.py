@@ -20,6 +20,7 @@ from torch import nn
 
 from ..checkpoint import load_artifact, save_artifact
 from ..device import torch_device
+from ..params import NotFittedError, Params
 from ..validation import as_matrix, check_choice, check_paired, check_positive_int, check_real
 from .engine import EpochBatches, Trainer, adamw, fingerprint_arrays, fork_rng, jsonable
 from .losses import LOSSES, distributed_active
@@ -51,7 +52,7 @@ def _loss_step(net: AlignerNet, za: torch.Tensor, zb: torch.Tensor, distributed:
     return net.loss(za, zb, distributed=distributed)
 
 
-class ContrastiveAligner:
+class ContrastiveAligner(Params):
     """Heads mapping two paired embedding spaces into one, trained contrastively.
 
     ``head_a`` maps rows of ``X`` (space A), ``head_b`` rows of ``Y`` (space
@@ -131,24 +132,6 @@ class ContrastiveAligner:
 
     # saved with the model; the rest (device, checkpointing, progress) are run-time choices
     _SAVED_PARAMS = ("head", "dim", "loss", "epochs", "batch_size", "lr", "weight_decay", "hidden", "seed", "max_retries")
-    _RUNTIME_PARAMS = ("device", "checkpoint_dir", "checkpoint_every", "progress")
-
-    # -- parameters (scikit-learn's contract) -----------------------------
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        """Hyper-parameters as passed to ``__init__`` (no parameter is an estimator)."""
-        return {k: getattr(self, k) for k in self._SAVED_PARAMS + self._RUNTIME_PARAMS}
-
-    def set_params(self, **params: Any) -> "ContrastiveAligner":
-        """Set hyper-parameters by name (validated at ``fit``); returns self."""
-        valid = self._SAVED_PARAMS + self._RUNTIME_PARAMS
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"ContrastiveAligner has no parameter {name!r}; valid: {', '.join(valid)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        return f"ContrastiveAligner({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     def _check_params(self) -> None:
         check_choice(self.head, "head", HEADS)
@@ -255,7 +238,7 @@ class ContrastiveAligner:
     # -- transform ----------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "net_"):
-            raise ValueError("this ContrastiveAligner is not fitted yet: call fit(X, Y) first")
+            raise NotFittedError("this ContrastiveAligner is not fitted yet: call fit(X, Y) first")
 
     def _apply(self, side: str, Z: Any, name: str, batch: int = 8192) -> np.ndarray:
         self._check_fitted()

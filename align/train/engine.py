@@ -97,12 +97,14 @@ def fork_rng(device: torch.device):
     return torch.random.fork_rng(devices=[])
 
 
-def fingerprint_arrays(*arrays: np.ndarray) -> str:
-    """sha256 of the arrays' dtypes, shapes and bytes (the data part of a run's fingerprint)."""
-    h = hashlib.sha256()
+def fingerprint_arrays(*arrays: np.ndarray, header: bytes = b"", dtypes: bool = True) -> str:
+    """sha256 of ``header``, then of each array's dtype, shape and bytes: the one
+    digest of training data (the data part of a run's fingerprint). ``dtypes=False``
+    leaves the dtypes out, as the earlier vec2vec checkpoint layout did."""
+    h = hashlib.sha256(header)
     for a in arrays:
         a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(f"{a.dtype if dtypes else ''}{a.shape}".encode())
         h.update(a.data)
     return h.hexdigest()
 

@@ -29,12 +29,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..device import torch_device
+from ..extract import resolve_layer
+from ..params import Params
 from ..validation import check_positive_int, check_real, to_numpy
 from .engine import EpochBatches, Trainer, adamw, fingerprint_arrays, fork_rng
 
 __all__ = ["RepaProjector", "attach_repa", "repa_loss", "RepaHandle", "RepaTrainer", "train_with_repa", "as_tokens"]
 
 PathLike = Union[str, os.PathLike]
+
+#: what ``fit`` aligns to (features, or a callable ``x_batch -> features``) and its callbacks
+Target = Union[Any, Callable[[torch.Tensor], torch.Tensor], None]
+EpochCallback = Optional[Callable[[int, nn.Module], Optional[dict]]]
+StepCallbacks = Sequence[Callable[[Dict[str, Any]], Any]]
 
 # Yu et al. 2025, Sec. 4 / Appendix: λ = 0.5, projector MLP hidden width 2048.
 REPA_LAMBDA = 0.5
@@ -159,17 +166,6 @@ class RepaHandle:
         return f"RepaHandle(layer={self.layer_name!r}, attached={self.attached})"
 
 
-def _find_layer(model: nn.Module, layer_name: str) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    modules = dict(model.named_modules())
-    if not isinstance(layer_name, str) or layer_name not in modules or layer_name == "":
-        names = [n for n in modules if n]
-        shown = ", ".join(repr(n) for n in names[:40]) + (f", ... ({len(names)} in all)" if len(names) > 40 else "")
-        raise ValueError(f"layer_name {layer_name!r} is not a submodule of the model; its layers are: {shown}")
-    return modules[layer_name]
-
-
 def attach_repa(model: nn.Module, layer_name: str, projector: nn.Module, pool: Optional[str] = None) -> RepaHandle:
     """Keep ``projector(layer output)`` of ``model.<layer_name>`` for the REPA loss.
 
@@ -186,7 +182,7 @@ def attach_repa(model: nn.Module, layer_name: str, projector: nn.Module, pool: O
             logits = model(x)
             loss = task_loss(logits, y) + 0.5 * repa_loss(h.output, y_feats)
     """
-    layer = _find_layer(model, layer_name)
+    layer = resolve_layer(model, layer_name, "layer_name", allow_root=False)
     if not isinstance(projector, nn.Module):
         raise ValueError(f"projector must be a torch.nn.Module (e.g. RepaProjector), got {type(projector).__name__}")
     if pool not in (None, "mean"):
@@ -218,7 +214,7 @@ def _as_batch_array(a: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-class RepaTrainer:
+class RepaTrainer(Params):
     """Train a model on ``task_loss(model(x), y) + lam · repa_loss(...)``.
 
     Estimator-style: the options are ``__init__`` parameters (stored as given,
@@ -280,24 +276,6 @@ class RepaTrainer:
         self.max_retries = max_retries
         self.progress = progress
 
-    _PARAMS = ("lam", "task_loss", "epochs", "batch_size", "lr", "weight_decay", "max_grad_norm", "seed", "pool",
-               "device", "checkpoint_dir", "checkpoint_every", "max_retries", "progress")
-
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        """Options as passed to ``__init__`` (scikit-learn's contract)."""
-        return {k: getattr(self, k) for k in self._PARAMS}
-
-    def set_params(self, **params: Any) -> "RepaTrainer":
-        """Set options by name (validated at ``fit``); returns self."""
-        for name, value in params.items():
-            if name not in self._PARAMS:
-                raise ValueError(f"RepaTrainer has no parameter {name!r}; valid: {', '.join(self._PARAMS)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        return f"RepaTrainer({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
-
     def _check_params(self) -> None:
         check_real(self.lam, "lam", low=0)
         check_real(self.lr, "lr", low=0, open_low=True)
@@ -322,9 +300,9 @@ class RepaTrainer:
         layer: Optional[str],
         inputs: Any,
         labels: Any,
-        target: Union[Any, Callable[[torch.Tensor], torch.Tensor], None] = None,
-        callback: Optional[Callable[[int, nn.Module], Optional[dict]]] = None,
-        callbacks: Sequence[Callable[[Dict[str, Any]], Any]] = (),
+        target: Target = None,
+        callback: EpochCallback = None,
+        callbacks: StepCallbacks = (),
     ) -> "RepaTrainer":
         """Train ``model`` (and ``projector``) in place.
 
@@ -365,7 +343,7 @@ class RepaTrainer:
                     raise ValueError(f"target must have one row per input: got {T.shape[0]} rows for {X.shape[0]} inputs")
                 if T.dtype.kind != "f":
                     raise ValueError(f"target must be floating point, got dtype {T.dtype}")
-            _find_layer(model, layer)  # ValueError listing the layers
+            resolve_layer(model, layer, "layer", allow_root=False)  # ValueError listing the layers
         task_loss = self.task_loss if self.task_loss is not None else F.cross_entropy
 
         dev = torch_device(self.device)
@@ -445,25 +423,17 @@ class RepaTrainer:
         return self
 
 
-def train_with_repa(
-    model: nn.Module,
-    projector: Optional[nn.Module],
-    layer: Optional[str],
-    inputs: Any,
-    labels: Any,
-    target: Union[Any, Callable[[torch.Tensor], torch.Tensor], None] = None,
-    *,
-    callback: Optional[Callable[[int, nn.Module], Optional[dict]]] = None,
-    callbacks: Sequence[Callable[[Dict[str, Any]], Any]] = (),
-    **options: Any,
-) -> List[Dict[str, Any]]:
+def train_with_repa(model: nn.Module, projector: Optional[nn.Module], layer: Optional[str], inputs: Any, labels: Any,
+                    target: Target = None, *, callback: EpochCallback = None, callbacks: StepCallbacks = (),
+                    **options: Any) -> List[Dict[str, Any]]:
     """One call: ``RepaTrainer(**options).fit(model, projector, layer, inputs,
     labels, target, callback, callbacks).history_`` (see :class:`RepaTrainer`
     for the options: lam, task_loss, epochs, batch_size, lr, weight_decay,
     max_grad_norm, seed, pool, device, checkpoint_dir, checkpoint_every,
     max_retries, progress). Returns the history, one dict per epoch."""
-    unknown = sorted(set(options) - set(RepaTrainer._PARAMS))
+    valid = RepaTrainer._param_names()
+    unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(f"train_with_repa() got unexpected options {unknown}; RepaTrainer takes {', '.join(RepaTrainer._PARAMS)}")
+        raise TypeError(f"train_with_repa() got unexpected options {unknown}; RepaTrainer takes {', '.join(valid)}")
     trainer = RepaTrainer(**options)
     return trainer.fit(model, projector, layer, inputs, labels, target, callback=callback, callbacks=callbacks).history_

@@ -11,7 +11,6 @@ name against recorded step); the next save writes the engine's layout.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -31,12 +30,10 @@ STEP_DIR = re.compile(r"^step_(\d{9})$")
 def legacy_fingerprint(kind: str, params: Dict[str, Any], X: np.ndarray, Y: np.ndarray, targets: Optional[np.ndarray]) -> str:
     """The digest the earlier layout recorded: class name, JSON parameters (those
     that change training), and the raw training arrays."""
-    h = hashlib.sha256()
-    h.update(json.dumps([kind, params], sort_keys=True, default=str).encode())
-    for arr in (X, Y) + ((targets,) if targets is not None else ()):
-        h.update(str(arr.shape).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
+    from align.train.engine import fingerprint_arrays
+
+    header = json.dumps([kind, params], sort_keys=True, default=str).encode()
+    return fingerprint_arrays(X, Y, *(() if targets is None else (targets,)), header=header, dtypes=False)
 
 
 def restore_legacy_checkpoint(trainer: Any, seed_dir: Path, index: int, kind: str, params: Dict[str, Any],
