@@ -120,6 +120,24 @@ def test_translator_is_a_fitted_translator(three, tmp_path):
     np.testing.assert_array_equal(t2.transform(test["a"]), t.transform(test["a"]))
 
 
+def test_pair_translator_estimator_contract(tmp_path):
+    """PairTranslator is an ordinary translator: fit(X, Y) fits a two-space Universal;
+    clone, get/set_params, save/load, NotFittedError."""
+    from sklearn.base import clone
+
+    train, test = spaces_data(widths=(24, 32), n_test=200)
+    t = PairTranslator(source="x", target="y", universal={"isometric": ISO, "progress": False})
+    with pytest.raises(translate.base.NotFittedError):
+        t.transform(test["a"])
+    assert t.fit(train["a"], train["b"]) is t
+    assert evaluate(t.transform(test["a"]), test["b"])["top1"] >= 0.95
+    c = clone(t)
+    assert c.get_params() == t.get_params() and not hasattr(c, "W_")
+    np.testing.assert_array_equal(translate.load(t.save(tmp_path / "p")).transform(test["a"]), t.transform(test["a"]))
+    with pytest.raises(ValueError, match="two different names"):
+        PairTranslator(source="x", target="x").fit(train["a"], train["b"])
+
+
 def test_misfit_space_is_reported_and_others_unaffected():
     """A Gaussian with c's mean and covariance has no structure to align: it is left
     out of the latent, said so in report_, and the three real spaces still translate."""
@@ -348,3 +366,35 @@ def test_translatability_details_determinism_and_bad_input():
         translate.translatability(X, rotated, restarts=-1)
     with pytest.raises(ValueError, match="seed"):
         translate.translatability(X, rotated, seed=1.5)
+
+
+# ---------------------------------------------------------------------------
+# the study script, on its synthetic stand-in data
+
+
+@pytest.mark.slow
+def test_universal_study_runs_resumes_and_writes_markdown(tmp_path):
+    script = [sys.executable, "scripts/universal_study.py", "--synthetic", "--json", str(tmp_path / "s.json"),
+              "--n-train", "600", "--pool", "200", "--isometric", json.dumps(ISO)]
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = lambda *extra: subprocess.run(script + list(extra), cwd=root, capture_output=True, text=True,  # noqa: E731
+                                        check=True).stdout
+    run("--parts", "oracle", "cka", "translatability")
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert "oracle minilm->mpnet" in res["records"] and "translatability e5->mpnet seed0" in res["records"]
+    assert res["records"]["oracle minilm->e5"]["top1"] >= 0.95
+    out = run("--parts", "oracle", "cka", "translatability", "universal")  # resumes: only universal is new
+    assert not any(line.startswith("oracle ") for line in out.splitlines()) and "universal seed0:" in out
+    res = json.loads((tmp_path / "s.json").read_text())
+    uni = res["records"]["universal seed0"]
+    placed = [e for e, r in uni["report"].items() if r["included"]]
+    assert set(uni["report"]) == {"minilm", "mpnet", "e5"} and len(placed) >= 2
+    assert len(uni["ordered"]) == len(placed) * (len(placed) - 1)
+    subprocess.run(script[:2] + ["--json", str(tmp_path / "s.json"), "--md", str(tmp_path / "u.md")], cwd=root,
+                   check=True, capture_output=True)
+    md = (tmp_path / "u.md").read_text()
+    assert "Synthetic stand-in data" in md and "| minilm -> mpnet |" in md and "Spearman" in md
+    with pytest.raises(subprocess.CalledProcessError):  # another configuration in the same file
+        run("--n-train", "500")

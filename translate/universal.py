@@ -24,9 +24,12 @@ Steps
    least consistent map below ``min_consistency`` is dropped and the rest
    resynchronised, until all agree -- with three spaces one wrong map is out-voted
    by the two that close the cycle.
-4. Spaces that do not fit are reported, not forced: a space with no confirmed,
+4. Spaces that do not fit are reported, not forced. A space with no confirmed,
    consistent map to the others (or not connected to the largest group of spaces
-   by such maps) is excluded from the latent; ``report_`` says why.
+   by such maps) gets a second chance (``rescue``): one Isometric fit against the
+   pooled latent rows of the spaces already placed -- a hard pair reached through
+   the easy ones, with more rows to match. If that map is not confirmed either,
+   the space is excluded from the latent and ``report_`` says why.
 5. Joint refinement of all included maps against the latent
    (:func:`translate.sync.joint_refine`: CSLS matching of every pair in the latent,
    cross-covariances accumulated per space, polar factor; then entropic rounds).
@@ -90,6 +93,8 @@ class Universal(Translator):
         space in each plan (memory: one ``ot_rows²`` float32 plan at a time).
     csls_k : neighbours for CSLS.
     pair_weight : weight of known pairs against the matched rows (as in Isometric).
+    rescue : fit a space left out against the pooled latent rows of the others, and
+        include it when two restarts confirm that map.
     seed : seeds every random choice; the same seed gives the same result.
     progress : a progress bar over the pairwise fits.
 
@@ -104,7 +109,8 @@ class Universal(Translator):
         pairwise maps that placed it), "consistency" (their mean agreement with the
         synchronised maps), "latent_gain" (criterion gain of its rows against the
         other included spaces in the final latent, over random maps; None when
-        excluded), "pairwise_gain" (best gain of its pairwise fits)}.
+        excluded), "pairwise_gain" (best gain of its pairwise fits), "rescue" (None, or
+        the fit against the pooled latent: gain, confirmed, restarts, seconds)}.
     pairs_ : per unordered pair {"spaces", "gain", "confirmed", "restarts", "weight",
         "consistency", "used", "known_pairs", "seconds", "final_agreement"}.
     pairwise_ : (i, j) -> the fitted Isometric (not saved).
