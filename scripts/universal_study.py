@@ -180,8 +180,8 @@ def plan(args, lay) -> List[Tuple[str, Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             u.fit({e: train(e) for e in ENCODERS})
-        out = {"seconds": time.perf_counter() - t0, "report": u.report_, "pairs": u.pairs_, "excluded": u.excluded_,
-               "ordered": {}}
+        out = {"seconds": time.perf_counter() - t0, "stages": u.seconds_, "report": u.report_, "pairs": u.pairs_,
+               "excluded": u.excluded_, "ordered": {}}
         for a, b in ordered:
             if a in u.maps_ and b in u.maps_:
                 out["ordered"][f"{a}->{b}"] = _metrics(u.transform(test(a), source=a, target=b), test(b))
@@ -231,7 +231,8 @@ def summary(results: Dict[str, Any]) -> Dict[str, Any]:
                 continue
             row: Dict[str, Any] = {"pair": f"{a} -> {b}", "oracle": rec.get(f"oracle {a}->{b}", {}).get("top1")}
             iso = [rec[k] for s in seeds if (k := f"isometric {a}->{b} seed{s}") in rec]
-            uni = [rec[k]["ordered"].get(f"{a}->{b}", {}).get("top1") for s in seeds if (k := f"universal seed{s}") in rec]
+            uni = [rec[k]["ordered"].get(f"{a}->{b}", {}).get("top1")
+                   for s in seeds if (k := f"universal seed{s}") in rec]
             uni = [u for u in uni if u is not None]
             tr = [rec[k] for s in seeds if (k := f"translatability {a}->{b} seed{s}") in rec]
             row["isometric"] = float(np.mean([r["top1"] for r in iso])) if iso else None
@@ -348,7 +349,8 @@ def markdown(results: Optional[Dict[str, Any]], command: str) -> str:
             "CKA needs the held-out pairs and is shown for reference.", "", markdown_table(corr), ""]
     for key in sorted(k for k in results["records"] if k.startswith("universal")):
         r = results["records"][key]
-        out += [f"### Universal, {key.split()[1]}: {r['seconds']:.0f} s", ""]
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in r.get("stages", {}).items())
+        out += [f"### Universal, {key.split()[1]}: {r['seconds']:.0f} s ({stages})", ""]
         sp = [{"space": n, "included": v["included"], "consistency": v["consistency"], "support": v["support"],
                "latent gain": v["latent_gain"], "reason": v["reason"] or ""} for n, v in r["report"].items()]
         out += [markdown_table(sp), ""]

@@ -20,7 +20,8 @@ import numpy as np
 
 from .matching import SINKHORN_ITERS, cross, csls_match, entropic_plan, polar, unit_rows
 
-__all__ = ["spectral_sync", "sync_iterate", "fix_gauge", "map_agreement", "joint_refine", "latent_criterion"]
+__all__ = ["spectral_sync", "sync_iterate", "fix_gauge", "map_agreement", "pair_space", "joint_refine",
+           "latent_criterion"]
 
 Pair = Tuple[int, int]
 
@@ -58,10 +59,13 @@ def spectral_sync(maps: Dict[Pair, np.ndarray], weights: Dict[Pair, float], widt
 
 
 def sync_iterate(U: List[np.ndarray], maps: Dict[Pair, np.ndarray], weights: Dict[Pair, float],
-                 n_iter: int = 100, tol: float = 1e-7) -> List[np.ndarray]:
+                 n_iter: int = 30, tol: float = 1e-4) -> List[np.ndarray]:
     """Block-coordinate ascent of ``Σ_ij w_ij <W_ij, U_i U_jᵀ>``: in turn each
     ``U_i <- polar(Σ_j w_ij W_ij U_j)`` (generalised Procrustes on the maps, Gower
-    1975), until no map moves by more than ``tol`` (Frobenius, relative).
+    1975), until no map moves by more than ``tol`` (Frobenius norm over sqrt(d_i)) or for
+    ``n_iter`` rounds. It converges slowly on noisy maps (three maps of widths 384/768/384
+    fitted on different noisy data: still moving by 1e-5 after 100 rounds, 34 s), and it
+    need not be precise: the joint refinement on the data follows.
 
     Consistent maps of different widths (each narrower space nested in the wider
     ones, as pairwise isometries imply) are a fixed point: the sum is ``B U_i``
@@ -96,6 +100,15 @@ def fix_gauge(U: List[Optional[np.ndarray]], ref: int) -> List[Optional[np.ndarr
     _, _, Vt = np.linalg.svd(R, full_matrices=True)
     Q = np.concatenate([R, Vt[len(R):]])  # (D, D) orthogonal, first rows = U[ref]
     return [None if u is None else (u.astype(np.float64) @ Q.T).astype(np.float32) for u in U]
+
+
+def pair_space(Xi: np.ndarray, Ui: np.ndarray, Xj: np.ndarray, Uj: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(A, B) with ``A Bᵀ = (X_i U_i)(X_j U_j)ᵀ``, in the narrower of the two widths:
+    ``U_i U_iᵀ = I`` gives ``(X_i U_i)(X_j U_j)ᵀ = X_i (X_j U_j U_iᵀ)ᵀ`` -- the
+    latent's inner products at a fraction of the cost (half, for 384 against 768)."""
+    if Xi.shape[1] <= Xj.shape[1]:
+        return Xi, np.ascontiguousarray((Xj @ Uj) @ Ui.T, dtype=np.float32)
+    return np.ascontiguousarray((Xi @ Ui) @ Uj.T, dtype=np.float32), Xj
 
 
 def map_agreement(X: np.ndarray, W1: np.ndarray, W2: np.ndarray) -> float:
@@ -148,7 +161,7 @@ def joint_refine(X: List[np.ndarray], U: List[np.ndarray], known: Dict[Pair, np.
         changed, total, score = 0, 0, []
         for i, j in pairs:
             kk = min(k, len(Z[i]), len(Z[j]))
-            fwd, s, bwd = csls_match(Z[i], Z[j], kk)
+            fwd, s, bwd = csls_match(*pair_space(X[i], U[i], X[j], U[j]), kk)
             M[i] += cross(X[i], Z[j][fwd]) + cross(X[i][bwd], Z[j])
             M[j] += cross(X[j], Z[i][bwd]) + cross(X[j][fwd], Z[i])
             add_known(M, i, j, Z, len(fwd) + len(bwd))
@@ -170,7 +183,7 @@ def joint_refine(X: List[np.ndarray], U: List[np.ndarray], known: Dict[Pair, np.
         M = [np.zeros(u.shape) for u in U]
         obj = []
         for i, j in pairs:
-            P = entropic_plan(Z[i], Z[j], ot_eps, SINKHORN_ITERS)  # rows sum to 1, columns to n_i / n_j
+            P = entropic_plan(*pair_space(Xs[i], U[i], Xs[j], U[j]), ot_eps, SINKHORN_ITERS)  # rows sum to 1
             PZj = P @ Z[j]
             PZi = (P.T @ Z[i]) * np.float32(len(Z[j]) / len(Z[i]))
             del P

@@ -36,6 +36,12 @@ Steps
 6. Gauge: the latent is rotated so that the widest included space's map is
    ``[I 0]``: latent coordinates are that space's preprocessed coordinates.
 
+Cost: the N(N-1)/2 pairwise Isometric fits dominate (plus one per rescued space).
+The rest, for three real 4000-row spaces of widths 384/768/384 (minilm and two
+rotated copies), took 55 s on one thread of two shared cores: 36 s joint
+refinement (matching in the narrower space of each pair,
+:func:`translate.sync.pair_space`), 14 s synchronisation; ``seconds_`` has the split.
+
 ``translator(i, j)`` gives a :class:`PairTranslator`, an ordinary translator
 (transform / save / load). ``save`` / :func:`translate.load` write safetensors +
 JSON through :mod:`align.checkpoint`, like every translator.
@@ -55,13 +61,14 @@ from align.validation import as_matrix, check_pairs, check_positive_int, check_r
 from .base import NotFittedError, Translator
 from .matching import random_map
 from .paired import SpacePrep
-from .sync import fix_gauge, joint_refine, latent_criterion, map_agreement, spectral_sync, sync_iterate
+from .sync import (fix_gauge, joint_refine, latent_criterion, map_agreement, pair_space, spectral_sync,
+                   sync_iterate)
 
 __all__ = ["Universal", "PairTranslator"]
 
 _MIN_ROWS = 20
 # rows per space used for the consistency and latent-fit diagnostics
-_DIAG_ROWS = 2000
+_DIAG_ROWS = 1000
 
 
 def _prep() -> SpacePrep:
@@ -113,13 +120,14 @@ class Universal(Translator):
         the fit against the pooled latent: gain, confirmed, restarts, seconds)}.
     pairs_ : per unordered pair {"spaces", "gain", "confirmed", "restarts", "weight",
         "consistency", "used", "known_pairs", "seconds", "final_agreement"}.
-    pairwise_ : (i, j) -> the fitted Isometric (not saved).
+    pairwise_ : (name_i, name_j) -> the fitted Isometric (not saved).
+    seconds_ : wall time per stage (pairwise, sync, rescue, joint, diagnostics).
     """
 
     _state = ("maps_", "means_")
-    _state_meta = ("spaces_", "widths_", "stats_", "latent_dim_", "excluded_", "report_", "pairs_")
+    _state_meta = ("spaces_", "widths_", "stats_", "latent_dim_", "excluded_", "report_", "pairs_", "seconds_")
 
-    def __init__(self, isometric: Optional[dict] = None, min_consistency: float = 0.5, sync_iter: int = 100,
+    def __init__(self, isometric: Optional[dict] = None, min_consistency: float = 0.5, sync_iter: int = 30,
                  refine_iter: int = 5, ot_iter: int = 2, ot_eps: float = 0.05, ot_rows: int = 12000,
                  csls_k: int = 10, pair_weight: float = 1.0, rescue: bool = True, seed: int = 0,
                  progress: bool = True):
@@ -207,6 +215,7 @@ class Universal(Translator):
         """Fit on a dict ``name -> (n_i, d_i)`` of unpaired sets; ``pairs`` optionally
         maps ``(name_a, name_b)`` to (m, 2) known pairs (row of a, row of b)."""
         self._check_params()
+        self.__dict__.pop("maps_", None)  # a failed refit leaves an unfitted Universal, not a mixed one
         spaces = self._check_spaces(spaces)
         known = self._check_known(pairs, spaces)
         names = list(spaces)
@@ -222,6 +231,13 @@ class Universal(Translator):
             self.means_[n], self.stats_[n], Xp = _prep().fit(spaces[n])
             X.append(Xp)
         diag = [x[np.sort(rng.permutation(len(x))[:_DIAG_ROWS])] for x in X]
+        clock = [time.perf_counter()]
+        seconds: Dict[str, float] = {}
+
+        def lap(stage: str) -> None:
+            now = time.perf_counter()
+            seconds[stage] = round(seconds.get(stage, 0.0) + now - clock[0], 3)
+            clock[0] = now
 
         # 2. pairwise maps
         pair_list = [(i, j) for i in range(N) for j in range(i + 1, N)]
@@ -244,6 +260,8 @@ class Universal(Translator):
             if bar is not None:
                 bar.close()
 
+        lap("pairwise")
+
         # 3. synchronisation, dropping inconsistent maps
         weights = {p: max(info[p]["gain"], 1e-3) if info[p]["confirmed"] else 0.0 for p in pair_list}
         if not any(weights.values()):  # nothing confirmed: use every map by its gain, and say so
@@ -263,8 +281,8 @@ class Universal(Translator):
                 cons[(i, j)] = 0.5 * (map_agreement(diag[i], maps[(i, j)], S)
                                       + map_agreement(diag[j], maps[(i, j)].T, S.T))
             worst = min(cons, key=cons.get) if cons else None
-            if worst is None or cons[worst] >= self.min_consistency:
-                break
+            if worst is None or cons[worst] >= self.min_consistency or len(active) == 1:
+                break  # (one map is consistent with itself whatever min_consistency says)
             info[worst]["consistency"] = float(cons[worst])
             used.discard(worst)
         for p in active:
@@ -286,6 +304,8 @@ class Universal(Translator):
                          "support": len(sup), "consistency": float(np.mean([cons[p] for p in sup])) if sup else None,
                          "pairwise_gain": max(info[p]["gain"] for p in mine), "rescue": None, "latent_gain": None}
 
+        lap("sync")
+
         # 4. a space left out is given a second chance against the pooled latent rows of the others
         core = sorted(members)
         if self.rescue and len(members) < N:
@@ -304,6 +324,8 @@ class Universal(Translator):
                 else:
                     report[names[i]]["reason"] += "; nor was its map to the others' pooled latent rows"
 
+        lap("rescue")
+
         # 5. joint refinement of the included maps
         inc = sorted(members)
         if len(inc) < 2:  # cannot happen: a single map is always consistent with itself
@@ -314,6 +336,7 @@ class Universal(Translator):
                               self.ot_iter, self.ot_eps, self.ot_rows, self.pair_weight, rng, self.history_)
             for i, u in zip(inc, Ur):
                 U[i] = u
+        lap("joint")
         # 6. gauge: the widest included space (first among equals) is the latent's coordinates
         ref = max(inc, key=lambda i: (self.widths_[names[i]], -i))
         U = fix_gauge([U[i] if i in members else None for i in range(N)], ref)
@@ -325,16 +348,18 @@ class Universal(Translator):
             gains = []
             for j in inc:
                 if j != i:
-                    A, B = diag[i] @ U[i], diag[j] @ U[j]
-                    null = np.mean([latent_criterion(diag[i] @ random_map(len(U[i]), D, rng), B, self.csls_k)
-                                    for _ in range(3)])
-                    gains.append((latent_criterion(A, B, self.csls_k) - null) / max(abs(null), 1e-6))
+                    null = latent_criterion(*pair_space(diag[i], random_map(len(U[i]), D, rng), diag[j], U[j]),
+                                            self.csls_k)
+                    crit = latent_criterion(*pair_space(diag[i], U[i], diag[j], U[j]), self.csls_k)
+                    gains.append((crit - null) / max(abs(null), 1e-6))
             report[names[i]]["latent_gain"] = float(np.mean(gains))
         for (i, j) in pair_list:
             fin = U[i].astype(np.float64) @ U[j].T if i in members and j in members else None
             info[(i, j)]["final_agreement"] = None if fin is None else map_agreement(diag[i], maps[(i, j)], fin)
+        lap("diagnostics")
         self.report_ = report
         self.pairs_ = [info[p] for p in pair_list]
+        self.seconds_ = seconds
         if self.excluded_:
             warnings.warn(f"Universal: space(s) {self.excluded_} do not fit the latent and were excluded; "
                           "see report_", RuntimeWarning, stacklevel=2)
