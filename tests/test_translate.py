@@ -18,6 +18,7 @@ import json
 import math
 import shutil
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -595,3 +596,101 @@ def test_entropic_plan_marginals():
     U = A / np.linalg.norm(A, axis=1, keepdims=True)
     P = _entropic_plan(U, U, 0.01, 50)
     assert (P.argmax(axis=1) == np.arange(40)).all()
+
+
+# -- known pairs, the QAP machinery, cross-process determinism ---------------
+
+
+def _with_pairs(m, seed=0):
+    """iso_data with the first m rows of X made the preimages of the first m rows of Y."""
+    X, Y, Xt, Yt, Q = iso_data(32, 32, seed=seed)
+    X = X.copy()
+    X[:m] = Y[:m] @ Q.T
+    return X, Y, Xt, Yt, np.stack([np.arange(m)] * 2, axis=1)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (np.zeros((3,), int), r"pairs must have shape \(m, 2\)"),
+    (np.zeros((0, 2), int), r"m >= 1"),
+    (np.array([[0, 1], [2, 9999]]), r"pairs\[1, 1\] = 9999 is not a row of Y"),
+    (np.array([[-1, 1]]), r"is not a row of X"),
+    (np.array([[0, 1], [0, 2]]), r"row 0 of X appears in 2 pairs"),
+    (np.array([[0.5, 1.0]]), r"whole numbers"),
+    (np.array([["a", "b"]]), r"integers"),
+])
+def test_isometric_pairs_validated(bad, msg):
+    X, Y, *_ = iso_data(16, 16, n=100, n_test=10)
+    with pytest.raises(ValueError, match=msg):
+        Isometric(**ISO).fit(X, Y, pairs=bad)
+
+
+def test_paired_oracle_refuses_pairs_argument():
+    X, Y, *_ = iso_data(8, 8, n=50, n_test=10)
+    with pytest.raises(ValueError, match="pairs: Procrustes does not use known pairs"):
+        Procrustes().fit(X, Y, pairs=np.array([[0, 0]]))
+
+
+def test_isometric_recovers_rotation_from_a_few_pairs():
+    X, Y, Xt, Yt, P = _with_pairs(8)
+    m = Isometric(seed=0, anneal_iter=10, **ISO).fit(X, Y, pairs=P)
+    assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
+    assert m.restarts_[0]["success"] is True and m.restarts_[0]["agreement"] >= 0.9
+    np.testing.assert_allclose(m.W_ @ m.W_.T, np.eye(32), atol=1e-4)
+
+
+def test_isometric_pairs_on_structureless_data_are_flagged():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((400, 16)).astype(np.float32)
+    Y = rng.standard_normal((400, 16)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="known pairs may be wrong"):
+        m = Isometric(seed=0, anneal_iter=5, **ISO).fit(X, Y, pairs=np.array([[0, 0], [1, 1], [2, 2]]))
+    assert m.restarts_[0]["success"] is False
+
+
+def test_qap_swap_search_reaches_the_best_swap_and_recovers_a_permutation():
+    from itertools import combinations
+
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        A = rng.standard_normal((6, 6)); A = A + A.T
+        B = rng.standard_normal((6, 6)); B = B + B.T
+        p = rng.permutation(6)
+        f = lambda q: float(np.sum(A * B[q][:, q]))  # noqa: E731
+        best = f(p)
+        for i, j in combinations(range(6), 2):
+            q = p.copy(); q[i], q[j] = q[j], q[i]
+            best = max(best, f(q))
+        q, val = match_mod.qap_swap_search(A, B, p, max_passes=1)
+        assert val == pytest.approx(best) and f(q) == pytest.approx(best)
+    C = rng.standard_normal((20, 64)); K = C @ C.T
+    Q = rng.permutation(20)
+    perm, _ = match_mod.match_kernels(K, K[Q][:, Q], 30, rng)
+    np.testing.assert_array_equal(perm, np.argsort(Q))
+
+
+def test_centroid_anchors_match_clusters_of_a_rotated_cloud():
+    """Well-separated clusters, rotated: k-means + QAP pairs each centroid with its image."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((8, 16)) * 3
+    lab_a, lab_b = rng.integers(0, 8, 1600), rng.integers(0, 8, 1600)
+    Q = _orth(rng, 16, 16)
+    X = (centres[lab_a] + 0.1 * rng.standard_normal((1600, 16))).astype(np.float32)
+    Y = ((centres[lab_b] + 0.1 * rng.standard_normal((1600, 16))) @ Q).astype(np.float32)
+    Aa, Ab = match_mod.centroid_anchors(X, Y, 8, 2, 20, 5000, rng)
+    cos = np.sum(match_mod.unit_rows(Aa @ Q) * Ab, axis=1)
+    assert cos.min() > 0.99
+
+
+def test_isometric_same_seed_same_map_in_two_processes(tmp_path):
+    import subprocess
+    import sys
+
+    X, Y, *_ = iso_data(24, 24, n=600, n_test=10, seed=3)
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "Y.npy", Y)
+    code = ("import numpy as np, sys; from translate.isometric import Isometric; d = sys.argv[1]; "
+            "m = Isometric(seed=5, n_init=2, progress=False).fit(np.load(d + '/X.npy'), np.load(d + '/Y.npy')); "
+            "np.save(d + '/W' + sys.argv[2] + '.npy', m.W_)")
+    for tag in ("1", "2"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path), tag], check=True, cwd=Path(__file__).parent.parent)
+    np.testing.assert_array_equal(np.load(tmp_path / "W1.npy"), np.load(tmp_path / "W2.npy"))

@@ -78,42 +78,25 @@ the CSLS-best among its ``csls_k`` cosine nearest neighbours). Similarities are
 computed in the narrower of the two spaces: ``cos(xW, y) = <x, y Wᵀ>`` when
 d_a <= d_b.
 
-What each step buys (measured; see ``scripts/translation_study.py``)
----------------------------------------------------------------------
-all-MiniLM-L6-v2 -> all-mpnet-base-v2, 11.5k different WordNet texts per side,
-held-out top-1 over 1000 pairs, median of 5 seeds, 2 CPU cores:
+Known pairs (``fit(X, Y, pairs=P)``, P an (m, 2) array of (row of X, row of Y)):
+their rows are anchors (relative representations, Moschella et al. 2023) for the
+start, every Procrustes step adds them with weight ``pair_weight``, and the search
+is replaced by an annealed entropic refinement (temperatures ``anneal_eps``,
+``anneal_iter`` plans); two refinements on halves of the rows must agree.
 
-=====================================  ======
-stage                                  top-1
-=====================================  ======
-signature initialisation               0.007
-+ random-block assignment / Procrustes 0.888
-+ polishing, entropic refinement       0.993
-random start instead of signatures     0.001
-paired Procrustes oracle (11.5k pairs) 0.997
-=====================================  ======
+``init="anchors"`` starts from k-means centroids matched by a quadratic assignment
+(Schnaus et al. 2026; Dar 2025, mini-vec2vec): pooled over ``anchor_runs`` runs
+they serve as anchors for relative representations.
 
-The exploration's map is rough (0.888; 0.976 when every iteration used all fit
-rows in blocks of 500, at 3x the cost per iteration) because polishing sets the
-precision: polishing alone ended at 0.989-0.992, which is where hard CSLS
-matches cap it (from the paired oracle's own map it falls back to 0.994).
-Entropic refinement, measured from two saved fits (ε = 0.05, full 11.5k rows):
-minilm -> mpnet 0.989 -> 0.993 / 0.994 after one / two rounds, mpnet -> minilm
-0.990 -> 0.993; ε = 0.1 and 0.2 gave less (0.991, 0.989), ε = 0.01-0.03 less or
-unstable, 2000- or 4000-row blocks instead of one plan were noisier (0.987-0.995),
-an unbalanced softmax (no Sinkhorn scaling) 0.990. Whole fits: 0.990-0.994 in
-67-118 s (5 seeds per direction; two restarts, three when a wrong map passed
-``min_gain``). A known rotation of real embeddings plus
-10% noise is recovered exactly (top-1 1.000 for 384/768 -> 384/768); an
-anisotropic Gaussian is not, and cannot be: flipping the sign of any principal
-axis leaves it unchanged, so the data do not determine the map.
+What each step buys, and where the method fails: ``docs/translation.md`` (from
+``scripts/translation_study.py``).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -121,13 +104,13 @@ from align.knn import knn
 from align.validation import check_choice, check_positive_int, check_real
 
 from .base import Translator
-from .matching import (SINKHORN_ITERS, block_assignment, common_space, cross, csls_match, entropic_plan, polar,
-                       random_map, signatures, subsample, unit_rows)
+from .matching import (SINKHORN_ITERS, block_assignment, centroid_anchors, common_space, cross, csls_match,
+                       entropic_plan, polar, random_map, relative_targets, signatures, subsample, unit_rows)
 from .paired import SpacePrep
 
 __all__ = ["Isometric", "INITS"]
 
-INITS = ("signature", "random")
+INITS = ("anchors", "signature", "random")
 # Fewer rows than this per side leave nothing to hold out and nothing to match.
 _MIN_ROWS = 20
 # Held-out rows per side are capped: the criterion needs a few thousand at most.
@@ -216,6 +199,13 @@ class Isometric(Translator):
         ot_iter: int = 2,
         ot_eps: float = 0.05,
         ot_rows: int = 12000,
+        n_clusters: int = 20,
+        anchor_runs: int = 30,
+        qap_restarts: int = 30,
+        soft_k: int = 50,
+        pair_weight: float = 1.0,
+        anneal_iter: int = 30,
+        anneal_eps: Tuple[float, float] = (0.1, 0.03),
         seed: int = 0,
         progress: bool = True,
     ):
@@ -236,12 +226,20 @@ class Isometric(Translator):
         self.ot_iter = ot_iter
         self.ot_eps = ot_eps
         self.ot_rows = ot_rows
+        self.n_clusters = n_clusters
+        self.anchor_runs = anchor_runs
+        self.qap_restarts = qap_restarts
+        self.soft_k = soft_k
+        self.pair_weight = pair_weight
+        self.anneal_iter = anneal_iter
+        self.anneal_eps = anneal_eps
         self.seed = seed
         self.progress = progress
 
     # -- parameters -------------------------------------------------------
     def _check_params(self) -> None:
-        for name in ("n_init", "n_iter", "batch_size", "explore_rows", "csls_k", "init_size", "eval_every", "patience"):
+        for name in ("n_init", "n_iter", "batch_size", "explore_rows", "csls_k", "init_size", "eval_every", "patience",
+                     "anchor_runs", "qap_restarts", "soft_k", "anneal_iter"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.n_quantiles, "n_quantiles", minimum=2)
         check_positive_int(self.polish_iter, "polish_iter", minimum=0)
@@ -253,9 +251,17 @@ class Isometric(Translator):
         check_real(self.agree, "agree", 0, 1, open_low=True, open_high=True)
         check_real(self.ot_eps, "ot_eps", 0, open_low=True)
         check_real(self.min_gain, "min_gain", 0)
+        check_real(self.pair_weight, "pair_weight", 0, open_low=True)
+        check_positive_int(self.n_clusters, "n_clusters", minimum=3)
+        if not isinstance(self.anneal_eps, (tuple, list)) or len(self.anneal_eps) != 2:
+            raise ValueError(f"anneal_eps must be a pair (first, last) of temperatures, got {self.anneal_eps!r}")
+        for e in self.anneal_eps:
+            check_real(e, "anneal_eps", 0, open_low=True)
 
     # -- fitting ----------------------------------------------------------
-    def _fit(self, X: np.ndarray, Y: np.ndarray) -> None:
+    accepts_pairs = True
+
+    def _fit(self, X: np.ndarray, Y: np.ndarray, pairs: Optional[np.ndarray] = None) -> None:
         self._check_params()
         for name, Z in (("X", X), ("Y", Y)):
             if Z.shape[0] < _MIN_ROWS:
@@ -265,15 +271,19 @@ class Isometric(Translator):
         self.mean_b_, self.stats_b_, Yp = prep.fit(Y)
         rng = np.random.default_rng(self.seed)
 
-        # held-out rows for the criterion
-        def split(n: int) -> Tuple[np.ndarray, np.ndarray]:
+        # held-out rows for the criterion (never a row of a known pair)
+        def split(n: int, keep: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
             n_val = int(min(max(round(self.val_fraction * n), 10), _MAX_VAL))
             perm = rng.permutation(n)
+            perm = np.concatenate([perm[~np.isin(perm, keep)], perm[np.isin(perm, keep)]])
             return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
-        fa, va = split(len(Xp))
-        fb, vb = split(len(Yp))
+        no_pairs = np.zeros((0, 2), np.int64)
+        known = no_pairs if pairs is None else pairs
+        fa, va = split(len(Xp), known[:, 0])
+        fb, vb = split(len(Yp), known[:, 1])
         Xf, Yf, Xv, Yv = Xp[fa], Yp[fb], Xp[va], Yp[vb]
+        self._known = (Xp[known[:, 0]], Yp[known[:, 1]]) if len(known) else None
         k_val = min(self.csls_k, len(Xv), len(Yv))
 
         def criterion(W: np.ndarray) -> float:
@@ -286,6 +296,15 @@ class Isometric(Translator):
         scale = max(abs(null), 1e-6)
         self.null_criterion_ = null
 
+        def agreement(W1: np.ndarray, W2: np.ndarray) -> float:
+            # mean cosine between the two maps' translations of the held-out rows
+            return float(np.mean(np.sum(unit_rows(Xv @ W1) * unit_rows(Xv @ W2), axis=1)))
+
+        if self._known is not None:
+            self._fit_from_pairs(Xf, Yf, rng, criterion, null, scale, agreement)
+            del self._known
+            return
+
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -294,13 +313,9 @@ class Isometric(Translator):
         results: List[Dict[str, Any]] = []
         maps: List[np.ndarray] = []
 
-        def agreement(W1: np.ndarray, W2: np.ndarray) -> float:
-            # mean cosine between the two maps' translations of the held-out rows
-            return float(np.mean(np.sum(unit_rows(Xv @ W1) * unit_rows(Xv @ W2), axis=1)))
-
         try:
             for r in range(self.n_init):
-                W0 = self._initial_map(Xf, Yf, rng)
+                W0 = self._initial_map(Xf, Yf, rng, r)
                 W, best, iters, ok = self._explore(Xf, Yf, W0, rng, criterion, null, scale, r, bar)
                 res: Dict[str, Any] = {"iters": iters, "criterion": best, "gain": (best - null) / scale,
                                        "success": ok, "agreement": None, "agrees_with": None}
@@ -341,11 +356,64 @@ class Isometric(Translator):
         self.restarts_ = results
         self.chosen_restart_ = chosen
         self.W_ = self._refine(Xp, Yp, maps[chosen], rng)
+        del self._known
 
-    def _initial_map(self, Xf: np.ndarray, Yf: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> None:
+        """Known pairs: one start from their relative representations, then an annealed
+        entropic refinement on the fit rows (the held-out rows judge the result).
+
+        Hard CSLS matching and the random-block exploration pull such a start away on
+        hard encoder pairs, where soft transport plans at a decreasing temperature
+        keep climbing (minilm -> e5, 5k texts per side, 20 pairs, pool 1000: start 0.31,
+        15 hard CSLS rounds 0.64, 12 annealed plans 0.86; ``docs/translation.md``).
+        The same refinement on each half of the fit rows, from the same start, checks
+        the result: a map the data determine comes out of both halves alike (mean
+        cosine of their translations of the held-out rows >= ``agree``); otherwise a
+        ``RuntimeWarning`` says it may be wrong.
+        """
+        W0 = self._initial_map(Xf, Yf, rng, 0)
+        eps = np.geomspace(self.anneal_eps[0], self.anneal_eps[1], self.anneal_iter)
+        halves = []
+        for part in range(2):
+            ia, ib = rng.permutation(len(Xf)), rng.permutation(len(Yf))
+            halves.append(self._refine(Xf[ia[: len(ia) // 2]], Yf[ib[: len(ib) // 2]], W0, rng, eps=eps))
+        W = self._refine(Xf, Yf, W0, rng, eps=eps)
+        crit = criterion(W)
+        gain = (crit - null) / scale
+        agree = agreement(*halves)
+        ok = gain >= self.min_gain and agree >= self.agree
+        self.restarts_ = [{"iters": 0, "criterion": crit, "gain": gain, "success": ok, "agreement": agree,
+                           "agrees_with": None, "start_criterion": criterion(W0)}]
+        self.chosen_restart_ = 0
+        if not ok:
+            warnings.warn(f"Isometric: the map from {len(self._known[0])} known pairs may be wrong (held-out gain "
+                          f"{gain:.2f}, min_gain={self.min_gain}; maps from the two halves of the rows agree "
+                          f"{agree:.2f}, agree={self.agree}). Give more pairs or more rows per side.",
+                          RuntimeWarning, stacklevel=4)
+        self.W_ = W
+
+    def _procrustes(self, M: np.ndarray, n_matched: int) -> np.ndarray:
+        """``polar(M)``, with the known pairs added to the cross-covariance ``M`` of
+        ``n_matched`` matched rows: together they weigh ``pair_weight`` times as much as
+        those rows (each pair counts ``pair_weight · n_matched / m`` times), so a few
+        pairs hold the map where the matching is unsure (Schnaus et al. 2026 add known
+        pairs as linear terms to the matching and Procrustes objectives likewise)."""
+        if self._known is not None:
+            Kx, Ky = self._known
+            M = M + (self.pair_weight * n_matched / len(Kx)) * cross(Kx, Ky)
+        return polar(M)
+
+    def _initial_map(self, Xf: np.ndarray, Yf: np.ndarray, rng: np.random.Generator, restart: int) -> np.ndarray:
         d_a, d_b = Xf.shape[1], Yf.shape[1]
         if self.init == "random":
-            return random_map(d_a, d_b, rng)
+            return random_map(d_a, d_b, rng) if self._known is None else self._procrustes(np.zeros((d_a, d_b)), 1)
+        if self._known is not None or self.init == "anchors":
+            if self._known is not None:  # known pairs are anchors that need no matching
+                Aa, Ab = self._known
+            else:
+                Aa, Ab = centroid_anchors(Xf, Yf, self.n_clusters, self.anchor_runs, self.qap_restarts, 10000, rng)
+            T = relative_targets(Xf, Yf, Aa, Ab, self.soft_k)
+            return self._procrustes(cross(Xf, T), len(Xf))
         # at most 80% of the rows, so that every restart starts from another subsample
         m = min(self.init_size, int(0.8 * len(Xf)), int(0.8 * len(Yf)))
         ia = np.sort(rng.choice(len(Xf), m, replace=False))
@@ -356,7 +424,7 @@ class Isometric(Translator):
         # VecMap's dictionary: the union of both directions' matches.
         i = np.concatenate([np.arange(m), bwd])
         j = np.concatenate([fwd, np.arange(m)])
-        return polar(cross(Xf[ia][i], Yf[ib][j]))
+        return self._procrustes(cross(Xf[ia][i], Yf[ib][j]), len(i))
 
     def _explore(self, Xf, Yf, W, rng, criterion, null, scale, restart, bar):
         """One restart: (best map, its criterion, iterations, passed min_gain)."""
@@ -368,7 +436,7 @@ class Isometric(Translator):
             Xs, Ys = subsample(Xf, self.explore_rows, rng), subsample(Yf, self.explore_rows, rng)
             A, B = common_space(Xs, Ys, W)
             i, j, obj = block_assignment(A, B, block, rng)
-            W = polar(cross(Xs[i], Ys[j]))
+            W = self._procrustes(cross(Xs[i], Ys[j]), len(i))
             if it % self.eval_every == 0 or it == self.n_iter:
                 crit = criterion(W)
                 if crit > best + 1e-3 * scale:
@@ -395,8 +463,7 @@ class Isometric(Translator):
         for step in range(self.polish_iter):
             A, B = common_space(Xp, Yp, W)
             fwd, score, bwd = csls_match(A, B, k)
-            M = cross(Xp, Yp[fwd]) + cross(Xp[bwd], Yp)
-            W = polar(M)
+            W = self._procrustes(cross(Xp, Yp[fwd]) + cross(Xp[bwd], Yp), len(fwd) + len(bwd))
             changed = 1.0 if prev is None else float(np.mean(np.concatenate([prev[0] != fwd, prev[1] != bwd])))
             self.history_.append({"stage": "polish", "restart": restart, "iter": step + 1,
                                   "objective": float(score.mean()), "changed": changed})
@@ -405,20 +472,24 @@ class Isometric(Translator):
                 break
         return W
 
-    def _refine(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _refine(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, rng: np.random.Generator,
+                eps: Optional[Sequence[float]] = None) -> np.ndarray:
         """Wasserstein-Procrustes steps with an entropic plan (Grave et al. 2019):
         ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan of the similarities under W,
-        on one random subsample of at most ``ot_rows`` rows per side."""
+        on one random subsample of at most ``ot_rows`` rows per side; one step per
+        value of ``eps`` (default: ``ot_iter`` steps at ``ot_eps``)."""
+        eps = [self.ot_eps] * self.ot_iter if eps is None else list(eps)
         Xs, Ys = subsample(Xp, self.ot_rows, rng), subsample(Yp, self.ot_rows, rng)
-        for step in range(self.ot_iter):
+        for step, e in enumerate(eps):
             A, B = common_space(Xs, Ys, W)
-            P = entropic_plan(A, B, self.ot_eps, SINKHORN_ITERS)
+            P = entropic_plan(A, B, e, SINKHORN_ITERS)
             # Xᵀ P Y, with the n×n product on the narrower side
             M = cross(P.T @ Xs, Ys) if Xs.shape[1] <= Ys.shape[1] else cross(Xs, P @ Ys)
             del P
-            W = polar(M)
+            W = self._procrustes(M, len(Xs))
             # tr(Wᵀ M) / n_a: the mean similarity the plan transports (its rows sum to 1)
-            self.history_.append({"stage": "transport", "iter": step + 1, "objective": float(np.sum(W * M)) / len(Xs)})
+            self.history_.append({"stage": "transport", "iter": step + 1, "eps": e,
+                                  "objective": float(np.sum(W * M)) / len(Xs)})
         return W
 
     # -- transform / persistence -----------------------------------------

@@ -19,7 +19,8 @@ from .paired import orthogonal_procrustes
 
 __all__ = [
     "unit_rows", "polar", "random_map", "cross", "entropic_plan", "common_space", "csls_match",
-    "signatures", "subsample", "block_assignment",
+    "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
+    "centroid_anchors", "relative_targets",
 ]
 
 # Sinkhorn scalings per transport plan: the refinement's top-1 was the same with 10 and 30
@@ -148,3 +149,100 @@ def block_assignment(A: np.ndarray, B: np.ndarray, block: int, rng: np.random.Ge
     return np.concatenate(I), np.concatenate(J), float(np.concatenate(s).mean())
 
 
+
+
+# ---------------------------------------------------------------------------
+# initialisation from cluster centroids matched by a quadratic assignment
+
+
+def qap_swap_search(A: np.ndarray, B: np.ndarray, perm: np.ndarray, max_passes: int = 1000) -> Tuple[np.ndarray, float]:
+    """Local search for the quadratic assignment ``max_p Σ_kl A_kl B_{p(k) p(l)}``
+    (A, B symmetric n×n) by best-improving swaps of two assignments (2-opt, as in
+    scipy's ``quadratic_assignment(method="2opt")``), from ``perm``.
+
+    Every swap's gain comes from one product ``S = A B_p`` (``B_p = B[p][:, p]``):
+    swapping i and j changes the objective by
+    ``2[(S_ij + S_ji - S_ii - S_jj) - (A_ii - A_ij)(B_ij - B_ii) - (A_ij - A_jj)(B_jj - B_ij)]
+    + (A_ii - A_jj)(B_jj - B_ii)`` (B for B_p), so a pass is O(n³) in one product
+    instead of O(n⁴). Returns (permutation, objective).
+    """
+    p = np.array(perm, dtype=np.int64)
+    dA = np.diag(A)
+    for _ in range(max_passes):
+        Bp = B[p][:, p]
+        S = A @ Bp
+        dS, dB = np.diag(S), np.diag(Bp)
+        gain = 2.0 * ((S + S.T - dS[:, None] - dS[None, :])
+                      - (dA[:, None] - A) * (Bp - dB[:, None])
+                      - (A - dA[None, :]) * (dB[None, :] - Bp))
+        gain += (dA[:, None] - dA[None, :]) * (dB[None, :] - dB[:, None])
+        np.fill_diagonal(gain, 0.0)
+        i, j = np.unravel_index(int(np.argmax(gain)), gain.shape)
+        if gain[i, j] <= 1e-12 * max(1.0, abs(float(np.sum(A * Bp)))):
+            break
+        p[i], p[j] = p[j], p[i]
+    return p, float(np.sum(A * B[p][:, p]))
+
+
+def match_kernels(A: np.ndarray, B: np.ndarray, restarts: int, rng: np.random.Generator) -> Tuple[np.ndarray, float]:
+    """Best of ``restarts`` swap searches (:func:`qap_swap_search`) from random
+    permutations: the assignment of the rows of A to the rows of B that best
+    aligns the two kernels (Schnaus et al. 2026 and Dar 2025 match k-means
+    centroids this way, with many restarts because the QAP is NP-hard)."""
+    best_p, best_f = None, -np.inf
+    for _ in range(restarts):
+        p, f = qap_swap_search(A, B, rng.permutation(len(A)))
+        if f > best_f:
+            best_p, best_f = p, f
+    return best_p, best_f
+
+
+def centred_kernel(C: np.ndarray) -> np.ndarray:
+    """Double-centred Gram matrix ``H C Cᵀ H`` of unit rows (the kernel CKA compares)."""
+    K = unit_rows(C).astype(np.float64) @ unit_rows(C).T.astype(np.float64)
+    K -= K.mean(axis=0, keepdims=True)
+    K -= K.mean(axis=1, keepdims=True)
+    return K
+
+
+def centroid_anchors(X: np.ndarray, Y: np.ndarray, n_clusters: int, n_runs: int, qap_restarts: int,
+                     rows: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """Pairs of anchors without pairs: ``n_runs`` times, k-means (``n_clusters``)
+    on a random subsample of each side, the centroids of the two sides matched by
+    the quadratic assignment of their centred kernels (:func:`match_kernels`).
+    Returns the (n_runs · n_clusters) matched centroids of each side (unit rows).
+
+    Following mini-vec2vec (Dar 2025, arXiv 2510.02348: 30 runs of k-means(20) on
+    10k-row subsamples, 600 anchors) and Schnaus et al. 2026: one run's matching
+    is often wrong in places; pooled over runs, consistent anchors dominate.
+    """
+    from sklearn.cluster import KMeans
+
+    out_a, out_b = [], []
+    for _ in range(n_runs):
+        Xs, Ys = subsample(X, rows, rng), subsample(Y, rows, rng)
+        seeds = rng.integers(0, 2**31 - 1, size=2)
+        Ca = KMeans(n_clusters, n_init=1, random_state=int(seeds[0])).fit(Xs).cluster_centers_
+        Cb = KMeans(n_clusters, n_init=1, random_state=int(seeds[1])).fit(Ys).cluster_centers_
+        perm, _ = match_kernels(centred_kernel(Ca), centred_kernel(Cb), qap_restarts, rng)
+        out_a.append(unit_rows(Ca))
+        out_b.append(unit_rows(Cb[perm]))
+    return np.concatenate(out_a), np.concatenate(out_b)
+
+
+def relative_targets(X: np.ndarray, Y: np.ndarray, anchors_a: np.ndarray, anchors_b: np.ndarray,
+                     k: int) -> np.ndarray:
+    """For each row of X, the mean of the ``k`` rows of Y whose relative
+    representations are nearest to its own.
+
+    A row's relative representation is its cosine to each anchor of its space
+    (Moschella et al. 2023, "Relative representations enable zero-shot latent
+    space communication", ICLR); with matched anchors these are comparable across
+    spaces. Soft targets (the mean of k) follow mini-vec2vec (k = 50).
+    """
+    Ra = unit_rows(X @ anchors_a.T)
+    Rb = unit_rows(Y @ anchors_b.T)
+    Ra -= Ra.mean(axis=0)
+    Rb -= Rb.mean(axis=0)
+    _, idx = knn(unit_rows(Ra), min(k, len(Y)), database=unit_rows(Rb), metric="ip", exclude_self=False)
+    return Y[idx].mean(axis=1)
