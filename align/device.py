@@ -1,16 +1,55 @@
-"""Device choice: the one place that decides CPU vs GPU, for torch and FAISS.
+"""Device choice: the one place that decides CPU vs GPU, for torch and FAISS,
+and how many CPU threads reptrans's work runs on.
 
 GPU paths are taken when present at run time and are never required.
+
+Threads
+-------
+Every heavy reptrans call (kNN, neighbour metrics, CKA, CCA, translation
+evaluation) runs inside :func:`threads`, which sets torch (MKL / oneDNN), numba,
+FAISS and the BLAS / OpenMP libraries loaded in the process (through
+threadpoolctl: numpy's and scipy's OpenBLAS, FAISS's) to one thread count for the
+call and restores them afterwards. The count is, in this order:
+
+1. ``n`` passed to :func:`threads` (``with align.device.threads(1): ...``);
+2. the process setting of :func:`set_threads`;
+3. the environment variable ``REPTRANS_THREADS`` (a positive integer or ``auto``);
+4. automatic: the cores this process may run on minus those that other processes
+   keep busy, measured from ``/proc/stat`` over 50 ms (at most once every 5 s),
+   at least 1.
+
+Why automatic is not simply "all cores": BLAS / LAPACK thread pools spin while
+they wait for each other, and a thread that shares its core with another
+process makes the others wait. With 2 cores and both held by other work,
+measured on the development machine: a 1500×768 SVD 3.8 s with 2 threads vs
+0.8 s with 1 (numpy's OpenBLAS); a 768×768 eigh 19.8 s vs 0.15 s (torch's MKL).
+Fewer threads than cores costs at most the parallel speed-up when the machine
+is idle; too many costs 5-100x when it is not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import numbers
 import os
-from typing import Iterator, Optional
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
 
-__all__ = ["torch_device", "faiss", "faiss_gpu_count", "cuda_available", "one_blas_thread"]
+__all__ = [
+    "torch_device",
+    "faiss",
+    "faiss_gpu_count",
+    "cuda_available",
+    "one_blas_thread",
+    "threads",
+    "set_threads",
+    "get_threads",
+    "available_cores",
+    "with_threads",
+]
 
 
 def cuda_available() -> bool:
@@ -68,3 +107,195 @@ def one_blas_thread() -> Iterator[None]:
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+# --------------------------------------------------------------------------- threads
+THREADS_ENV = "REPTRANS_THREADS"
+# Automatic choice: the sampling window, and how long one measurement is reused.
+_SAMPLE_S = 0.05
+_CACHE_S = 5.0
+
+_lock = threading.Lock()
+_explicit: Optional[int] = None  # set_threads(n)
+_auto_cache: Dict[str, float] = {}
+_local = threading.local()
+
+
+def _check_count(n: Any, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or int(n) < 1:
+        raise ValueError(f"{name} must be a positive integer number of threads (or None for automatic), got {n!r}")
+    return int(n)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_threads() -> Optional[int]:
+    raw = os.environ.get(THREADS_ENV)
+    if raw is None or raw.strip().lower() in ("", "auto"):
+        return None
+    try:
+        n = int(raw.strip())
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer or 'auto', got {raw!r}")
+    return n
+
+
+def _cpu_times() -> Optional[tuple]:
+    """(busy, total) clock ticks of all CPUs, and this process's own (user + system)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total, int(own[11]) + int(own[12])
+
+
+def _busy_elsewhere() -> Optional[float]:
+    """Cores kept busy by other processes, averaged over a short window."""
+    a = _cpu_times()
+    if a is None:
+        return None
+    time.sleep(_SAMPLE_S)
+    b = _cpu_times()
+    if b is None or b[1] <= a[1]:
+        return None
+    ncpu = os.cpu_count() or 1
+    busy = (b[0] - a[0]) - (b[2] - a[2])  # minus this process's own threads
+    return max(0.0, busy / (b[1] - a[1]) * ncpu)
+
+
+def _auto_threads() -> int:
+    now = time.monotonic()
+    with _lock:
+        if now - _auto_cache.get("at", -1e9) < _CACHE_S:
+            return int(_auto_cache["n"])
+    cores = available_cores()
+    busy = _busy_elsewhere() if cores > 1 else 0.0
+    n = cores if busy is None else int(min(cores, max(1, cores - int(busy + 0.5))))
+    with _lock:
+        _auto_cache.update(at=time.monotonic(), n=n, busy=-1.0 if busy is None else busy)
+    return n
+
+
+def get_threads() -> int:
+    """The thread count the next reptrans call will use (see the module docstring)."""
+    if _explicit is not None:
+        return _explicit
+    env = _env_threads()
+    return env if env is not None else _auto_threads()
+
+
+def set_threads(n: Optional[int]) -> None:
+    """Use ``n`` threads in every reptrans call from now on (``None``: back to
+    ``REPTRANS_THREADS`` or the automatic choice).
+
+    Also applies ``n`` at once, process-wide, to torch, numba, FAISS and the BLAS /
+    OpenMP libraries already loaded, so code outside reptrans runs on it too.
+    """
+    global _explicit
+    if n is not None:
+        n = _check_count(n, "n")
+    with _lock:
+        _explicit = n
+        _auto_cache.clear()
+    if n is not None:
+        _apply(n)
+
+
+@functools.lru_cache(maxsize=8)
+def _controller(key: tuple):
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def _apply(n: int) -> Callable[[], None]:
+    """Set every loaded library to n threads; return a function restoring the old counts."""
+    undo = []
+    if "torch" in sys.modules:
+        import torch
+
+        old = torch.get_num_threads()
+        if old != n:
+            torch.set_num_threads(n)
+            undo.append(lambda: torch.set_num_threads(old))
+    if "numba" in sys.modules:
+        import numba
+
+        old_nb = numba.get_num_threads()
+        want = min(n, numba.config.NUMBA_NUM_THREADS)
+        if old_nb != want:
+            numba.set_num_threads(want)
+            undo.append(lambda: numba.set_num_threads(old_nb))
+    f = faiss() if "faiss" in sys.modules else None
+    if f is not None:
+        old_f = f.omp_get_max_threads()
+        if old_f != n:
+            f.omp_set_num_threads(n)
+            undo.append(lambda: f.omp_set_num_threads(old_f))
+    try:
+        key = tuple(m in sys.modules for m in ("torch", "faiss", "scipy.linalg", "numba", "sklearn"))
+        limiter = _controller(key).limit(limits=n)
+        undo.append(limiter.restore_original_limits)
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        pass
+
+    def restore() -> None:
+        for u in reversed(undo):
+            u()
+
+    return restore
+
+
+@contextlib.contextmanager
+def threads(n: Optional[int] = None) -> Iterator[int]:
+    """Run the block with ``n`` threads in torch, numba, FAISS and BLAS / OpenMP
+    (``None``: the process setting, see the module docstring); the previous counts
+    come back on exit. Yields the count used. Inside another reptrans call (or an
+    outer ``threads()``), ``n=None`` keeps the outer count.
+    """
+    if n is not None:
+        n = _check_count(n, "n")
+    depth = getattr(_local, "depth", 0)
+    if n is None and depth > 0:
+        _local.depth = depth + 1
+        try:
+            yield getattr(_local, "count", 1)
+        finally:
+            _local.depth = depth
+        return
+    count = n if n is not None else get_threads()
+    restore = _apply(count)
+    outer = getattr(_local, "count", None)
+    _local.depth, _local.count = depth + 1, count
+    try:
+        yield count
+    finally:
+        _local.depth, _local.count = depth, outer
+        restore()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_threads(fn: F) -> F:
+    """Decorator: run ``fn`` inside :func:`threads` (the process setting)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with threads():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -8,7 +8,9 @@ Backends, chosen at run time (never required):
   ``index_cpu_to_all_gpus`` when faiss-gpu sees GPUs (sharded over several).
 - ``torch``: blocked ``torch.mm`` + ``topk``, on CUDA when present.
 - ``symmetric``: for a self-search (no database) on the CPU, the upper block
-  triangle of X Xᵀ only, half the product (:mod:`align.selfknn`). ``auto``
+  triangle of X Xᵀ only, half the product, in bfloat16 where the CPU has fast
+  bfloat16 products (AMX / AVX512-BF16) and float32 otherwise, each row's few
+  candidates then settled exactly in float64 (:mod:`align.selfknn`). ``auto``
   takes it for self-searches of >= 4096 rows when no GPU is present.
 
 Guarantees, whatever the backend:
@@ -17,30 +19,36 @@ Guarantees, whatever the backend:
 - deterministic ties: among equal similarities the lower database index comes
   first (FAISS itself prefers the higher one, so rows whose k-th and (k+1)-th
   candidates tie are re-selected exactly);
+- similarities: float32 products for ``faiss`` and ``torch``; the ``symmetric``
+  engine returns the float64 value (x_i · x_j) of its float32 unit rows, rounded
+  to float32, so rows that differ by less than float32 rounding may be ordered
+  differently from the float32 engines (never for equal rows);
 - ``exclude_self`` removes row i from the neighbours of query i *by index*, so
   a duplicate of row i is still a valid neighbour.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from .device import cuda_available, faiss, faiss_gpu_count, torch_device
+from .device import cuda_available, faiss, faiss_gpu_count, threads, torch_device
 from .validation import as_matrix, check_choice, check_k, check_nonzero_rows, check_positive_int
 
-__all__ = ["knn", "normalize_rows"]
+__all__ = ["knn", "normalize_rows", "inverse_norms", "unit_rows_f32", "self_neighbors", "paired_search"]
 
 _BACKENDS = ("auto", "faiss", "torch", "symmetric")
 # FAISS GPU indices return at most this many neighbours per query.
 _FAISS_GPU_MAX_K = 2048
 # Similarity block (queries x database) kept in memory at once: 2**26 float32 = 256 MiB.
 _BLOCK_ELEMS = 1 << 26
-# Symmetric engine: block rows (a 16 MiB buffer), and the smallest self-search that
-# "auto" gives it. One self-search at n = 16000, d = 768 on 2 cores, median of 5
-# interleaved rounds: blocks of 2048 1.49 s, 1024 1.50 s, 4096 1.65 s; IndexFlatIP
-# 2.96 s; one plain n×n×d product 2.24 s (scripts/bench.py --cases tune-rr-16k).
+# Symmetric engine: block rows (an 8 MiB bfloat16 buffer), and the smallest
+# self-search that "auto" gives it. Before the bfloat16 filter, one self-search at
+# n = 16000, d = 768 on 2 cores, median of 5 interleaved rounds: blocks of 2048
+# 1.49 s, 1024 1.50 s, 4096 1.65 s; IndexFlatIP 2.96 s; one plain n×n×d product
+# 2.24 s (scripts/bench.py --cases tune-rr-16k).
 _SYM_BLOCK = 2048
 _SYM_MIN_ROWS = 4096
 
@@ -55,6 +63,84 @@ def normalize_rows(X: np.ndarray) -> np.ndarray:
     out = np.empty(X.shape, dtype=X.dtype)
     np.divide(X, norms, out=out, casting="same_kind")
     return out
+
+
+def inverse_norms(X: np.ndarray) -> np.ndarray:
+    """1 / ||x_i|| in float64 (rows must be non-zero); rows whose squares leave
+    float64's normal range (|x| beyond ~1e154 or below ~1e-145) are scaled by their
+    largest entry first."""
+    sq = np.einsum("ij,ij->i", X, X, dtype=np.float64)
+    big = ~np.isfinite(sq) | (sq < 1e-290)
+    if big.any():
+        B = X[big].astype(np.float64)
+        m = np.abs(B).max(axis=1)
+        B /= m[:, None]
+        out = 1.0 / np.sqrt(sq, where=~big, out=np.ones_like(sq))
+        out[big] = 1.0 / (m * np.sqrt(np.einsum("ij,ij->i", B, B)))
+        return out
+    return 1.0 / np.sqrt(sq)
+
+
+def unit_rows_f32(X: np.ndarray, block: int = 8192) -> np.ndarray:
+    """Rows scaled to unit norm as one float32 array, normalised block by block in
+    float64 (so float64 input beyond float32's range is fine, and no float64 copy
+    of X is ever made)."""
+    out = np.empty(X.shape, dtype=np.float32)
+    for s in range(0, X.shape[0], block):
+        e = min(X.shape[0], s + block)
+        B = X[s:e].astype(np.float64)
+        B *= inverse_norms(B)[:, None]
+        out[s:e] = B
+    return out
+
+
+def _cpu_engines() -> bool:
+    return faiss_gpu_count() == 0 and not cuda_available()
+
+
+def self_neighbors(X: np.ndarray, k: int, *, min_rows: Optional[int] = None) -> np.ndarray:
+    """The (n, k) cosine neighbour lists of the rows of X (validated, non-zero rows,
+    any float dtype), self excluded.
+
+    On the CPU with at least ``min_rows`` rows (default: where ``auto`` takes the
+    symmetric engine) the symmetric engine reads X itself with its inverse norms:
+    no unit-row copy. Otherwise one float32 unit-row copy goes to
+    :func:`search_prepared`.
+    """
+    n = X.shape[0]
+    min_rows = _SYM_MIN_ROWS if min_rows is None else min_rows
+    with threads():
+        if _cpu_engines() and n >= min_rows and k < n - 1 and importlib.util.find_spec("numba") is not None:
+            from .selfknn import self_knn
+
+            return self_knn(X, k, inverse_norms(X), _SYM_BLOCK)[1]
+        U = unit_rows_f32(X)
+        return search_prepared(U, U, k, True)[1]
+
+
+def paired_search(Q: np.ndarray, D: np.ndarray, k: int, block_size: Optional[int] = None,
+                  progress: bool = False):
+    """For paired rows q_i, d_i (validated, non-zero, equal shapes), by cosine:
+
+    ``(ranks, cos, near_q, near_d)``: the pessimistic rank of d_i among all rows of D
+    as seen from q_i (1 + #{j != i : cos(q_i, d_j) >= cos(q_i, d_i)}), cos(q_i, d_i)
+    (float64), and the k nearest rows of D to q_i and to d_i, row i left out of both.
+
+    CPU only (returns None where a GPU is present, and the caller takes its torch
+    path): one blocked pass over Q Dᵀ gives the ranks and q's neighbours, the
+    symmetric engine on D gives d's, both from one bfloat16 (or float32) copy of D.
+    """
+    if not _cpu_engines() or importlib.util.find_spec("numba") is None:
+        return None
+    from .selfknn import _Rep, filter_precision, paired_rank_knn, self_knn
+
+    block = block_size or _SYM_BLOCK
+    with threads():
+        iq, idd = inverse_norms(Q), inverse_norms(D)
+        rep = _Rep(D, idd, filter_precision())
+        near_d = self_knn(D, k, idd, block, progress=progress, rep=rep)[1]
+        ranks, cos, near_q = paired_rank_knn(Q, D, k, iq, idd, block, progress=progress, rep_d=rep)
+    return ranks, cos, near_q, near_d
 
 
 def knn(
@@ -118,7 +204,9 @@ def knn(
         else:
             check_nonzero_rows(D, "database")
             D = normalize_rows(D)
-    return search_prepared(Q, D, k, bool(exclude_self), backend=backend, block_size=block_size, progress=progress)
+    with threads():
+        return search_prepared(Q, D, k, bool(exclude_self), backend=backend, block_size=block_size,
+                               progress=progress)
 
 
 def search_prepared(
@@ -137,13 +225,11 @@ def search_prepared(
     boundary; everyone else calls :func:`knn`.
     """
     nq, nd = Q.shape[0], D.shape[0]
-    # (k = n - 1 leaves no room for the tie-revealing candidate: the plain search.)
-    if _symmetric_engine(Q, D, exclude_self, backend) and nq >= k + 2:
-        from .selfknn import self_knn_candidates
+    if _symmetric_engine(Q, D, exclude_self, backend):
+        from .selfknn import self_knn
 
-        # k + 1 candidates other than self expose a tie at the k-th place.
-        cs, ci = self_knn_candidates(Q, k + 1, block_size or _SYM_BLOCK, progress)
-        return _finalize_block(Q, Q, cs, ci, k, 0)
+        # exact already: ties settled in float64, lower index first
+        return self_knn(Q, k, None, block_size or _SYM_BLOCK, progress=progress)
     # One extra candidate to detect a tie at the k-th place, one more for self.
     kk = min(nd, k + 1 + int(exclude_self))
     if block_size is None:
@@ -169,7 +255,11 @@ def _symmetric_engine(Q: np.ndarray, D: np.ndarray, exclude_self: bool, backend:
     if backend == "symmetric":
         if not self_search:
             raise ValueError("backend='symmetric' is for a self-search: Q must be D, with exclude_self=True")
+        if importlib.util.find_spec("numba") is None:
+            raise ValueError("backend='symmetric' needs numba, which is not installed: pip install numba")
         return True
+    if self_search and backend == "auto" and importlib.util.find_spec("numba") is None:
+        return False  # auto: FAISS or torch instead
     return (self_search and backend == "auto" and Q.shape[0] >= _SYM_MIN_ROWS
             and faiss_gpu_count() == 0 and not cuda_available())
 

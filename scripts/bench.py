@@ -751,6 +751,222 @@ def _tune_rr():
 
 
 # ---------------------------------------------------------------------------
+# the issue's rows ("performance toward the limit"): each implementation is timed
+# side by side with its baseline in ONE process, round robin, so both see the same
+# machine load; every timed call of the implementation also records its peak RSS
+# beyond the inputs. Both sides run inside align.device.threads() (the same thread
+# count, the one reptrans would choose).
+
+
+def make_product(X: np.ndarray) -> Callable[[], str]:
+    """The time unit: one float32 n×n×d product X Xᵀ, in row blocks into a reused
+    (pre-touched) buffer, by numpy or torch, whichever the probe finds faster."""
+    import torch
+
+    n = X.shape[0]
+    b = gemm_block_rows(n)
+    lib = cpu_matmul_lib(X.shape[1])
+    buf = np.zeros((b, n), dtype=np.float32)
+    Xt, bt = torch.from_numpy(X), torch.from_numpy(buf)
+
+    def run() -> str:
+        if lib == "numpy":
+            for s in range(0, n, b):
+                e = min(n, s + b)
+                np.matmul(X[s:e], X.T, out=buf[: e - s])
+            return "numpy (OpenBLAS)"
+        with torch.no_grad():
+            for s in range(0, n, b):
+                e = min(n, s + b)
+                torch.mm(Xt[s:e], Xt.T, out=bt[: e - s])
+        return "torch.mm"
+
+    return run
+
+
+def platonic_svcca(A: np.ndarray, B: np.ndarray, cca_dim: int = 10, seed: int = 0) -> float:
+    """platonic-rep's ``svcca`` (Huh et al. 2024, metrics.py): standardise, a
+    randomised rank-10 SVD (``torch.svd_lowrank``), scikit-learn's iterative CCA on
+    the 10 directions, mean correlation. Approximate (randomised, 10 directions)."""
+    import torch
+    from sklearn.cross_decomposition import CCA
+
+    def prep(act):
+        act = act - torch.mean(act, axis=0)
+        return act / (torch.std(act, axis=0) + 1e-8)
+
+    torch.manual_seed(seed)
+    fa, fb = prep(torch.from_numpy(A)), prep(torch.from_numpy(B))
+    U1 = torch.svd_lowrank(fa, q=cca_dim)[0].numpy()
+    U2 = torch.svd_lowrank(fb, q=cca_dim)[0].numpy()
+    cca = CCA(n_components=cca_dim)
+    cca.fit(U1, U2)
+    U1c, U2c = cca.transform(U1, U2)
+    rng = np.random.default_rng(seed)
+    U1c = U1c + 1e-10 * rng.standard_normal(U1c.shape)
+    U2c = U2c + 1e-10 * rng.standard_normal(U2c.shape)
+    return float(np.mean([np.corrcoef(U1c[:, i], U2c[:, i])[0, 1] for i in range(cca_dim)]))
+
+
+def _unit32(X: np.ndarray) -> np.ndarray:
+    from align.knn import unit_rows_f32
+
+    return unit_rows_f32(X)
+
+
+LIMIT_ROWS: Dict[str, Dict[str, Any]] = {
+    "evaluate": {"label": "translate.evaluate", "unit": "product", "target_ratio": 1.2, "target_mib": 500},
+    "mknn": {"label": "align.mutual_knn", "unit": "product", "target_ratio": 1.15, "target_mib": None},
+    "cka": {"label": "align.cka (linear)", "unit": None, "target_ratio": None, "target_mib": 300},
+    "cknna": {"label": "align.cknna", "unit": None, "target_ratio": None, "target_mib": 300},
+    "svcca": {"label": "align.svcca", "unit": "platonic-rep svcca", "target_ratio": 2.0, "target_mib": None},
+}
+
+
+def _limit(kind: str):
+    """Factory of one issue row: setup builds the inputs (and the baseline), run does
+    ``rounds`` rounds of [baseline, implementation] and returns every time, the
+    implementation's peak memory per call and both values."""
+
+    def setup(p):
+        n, d = p["n"], p["d"]
+        if kind == "evaluate":
+            Yh, Y = translate_data(p)
+            return {"args": (Yh, Y), "unit_X": _unit32(Y)}
+        X, Y = paired_data(n, d, p["seed"])
+        return {"args": (X, Y), "unit_X": _unit32(X) if kind == "mknn" else None}
+
+    def impl(args, p):
+        if kind == "evaluate":
+            from translate.evaluate import evaluate
+
+            out = evaluate(*args, k=p["k"])
+            return {key: float(out[key]) for key in ("top1", "mean_rank", "mean_cos", "foscttm", "mutual_knn")}
+        if kind == "mknn":
+            from align.metrics.neighbors import mutual_knn
+
+            return mutual_knn(*args, k=p["k"])
+        if kind == "cka":
+            from align.metrics.kernel import cka
+
+            return cka(*args)
+        if kind == "cknna":
+            from align.metrics.neighbors import cknna
+
+            return cknna(*args, k=p["k"])
+        from align.metrics.cca import svcca
+
+        return svcca(*args)
+
+    def run(inp, p):
+        from align.device import threads
+
+        unit = LIMIT_ROWS[kind]["unit"]
+        base: Optional[Callable[[], Any]] = None
+        if unit == "product":
+            base = make_product(inp["unit_X"])
+        elif unit is not None:
+            base = functools.partial(platonic_svcca, *inp["args"])
+        out: Dict[str, Any] = {"impl_s": [], "base_s": [], "impl_peak_mib": [], "threads": []}
+        if unit == "platonic-rep svcca":
+            out["base_default_s"] = []
+        for _ in range(int(p.get("rounds", 1))):
+            if "base_default_s" in out:  # as platonic-rep runs when called as is: library thread defaults
+                t0 = time.perf_counter()
+                base()
+                out["base_default_s"].append(time.perf_counter() - t0)
+            with threads() as nt:
+                out["threads"].append(nt)
+                if base is not None:
+                    t0 = time.perf_counter()
+                    out["base_value"] = base()
+                    out["base_s"].append(time.perf_counter() - t0)
+                with PeakMemory() as pm:
+                    t0 = time.perf_counter()
+                    out["impl_value"] = impl(inp["args"], p)
+                    out["impl_s"].append(time.perf_counter() - t0)
+                out["impl_peak_mib"].append(pm.peak / MiB)
+                out["mem_method"] = pm.method
+        out["load_avg"] = list(os.getloadavg())
+        return out
+
+    return setup, run
+
+
+# -- threads: the same workloads with no extra load and while another process holds a core
+
+
+def _start_burner():
+    """Another process holding a core: a Python busy loop (this bench's own child)."""
+    import subprocess
+
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def _thread_workloads(quick: bool) -> List[Tuple[str, Callable[[], Any]]]:
+    from align.metrics.cca import svcca
+    from align.metrics.kernel import cka
+    from align.metrics.neighbors import mutual_knn
+    from translate.evaluate import evaluate
+
+    s = 4 if quick else 1
+    X3, Y3 = paired_data(3000 // s, 768, 1)
+    X20, Y20 = paired_data(20000 // s, 768, 2)
+    X16, Y16 = paired_data(16000 // s, 768, 3)
+    Yh8, Y8 = translate_data({"n": 8000 // s, "d": 768, "seed": 4})
+    iso = _isometric()
+    iso_p = {"n": 3000 // s, "seed": 0, "synthetic": True}
+    iso_in = iso[0](iso_p)[:2]
+    return [
+        (f"align.svcca n={X3.shape[0]}", lambda: svcca(X3, Y3)),
+        (f"align.cka n={X20.shape[0]}", lambda: cka(X20, Y20)),
+        (f"align.mutual_knn n={X16.shape[0]}", lambda: mutual_knn(X16, Y16)),
+        (f"translate.evaluate pool {Yh8.shape[0]}", lambda: evaluate(Yh8, Y8)),
+        (f"translate.Isometric fit, {iso_p['n']}+{iso_p['n']} synthetic", lambda: iso[1](iso_in, iso_p)),
+    ]
+
+
+def _threads_row():
+    def setup(p):
+        return _thread_workloads(bool(p.get("quick")))
+
+    def run(workloads, p):
+        from align import device
+
+        cores = device.available_cores()
+        modes = [("auto", None), (f"fixed {cores}", cores)]
+        res: Dict[str, Any] = {}
+        for name, fn in workloads:
+            fn()  # warm-up (compilation, lazy imports)
+            rows = res[name] = {}
+            for _ in range(int(p.get("rounds", 1))):
+                for mode, n in modes:
+                    for loaded in (False, True):
+                        burner = None
+                        if loaded:
+                            burner = _start_burner()
+                            time.sleep(0.5)
+                        device.set_threads(None)  # forget the last automatic measurement
+                        try:
+                            with device.threads(n) as nt:
+                                t0 = time.perf_counter()
+                                fn()
+                                dt = time.perf_counter() - t0
+                        finally:
+                            if burner is not None:
+                                burner.terminate()
+                                burner.wait()
+                        key = f"{mode}, {'a core held' if loaded else 'no extra load'}"
+                        r = rows.setdefault(key, {"times": [], "threads": []})
+                        r["times"].append(dt)
+                        r["threads"].append(nt)
+        res["load_avg"] = list(os.getloadavg())
+        return res
+
+    return setup, run
+
+
+# ---------------------------------------------------------------------------
 # cases
 
 
@@ -827,6 +1043,20 @@ def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
             f"tune-rr-{_size(n)}", "tune", {**base, "n": n, "queries": nq, "rounds": rounds, "repeat": 1},
             _tune_rr, label="round robin: all variants in one process",
         ))
+    # the issue's rows: side by side with the baseline in one process
+    limit_sizes = {"evaluate": 2000 if quick else 100000, "mknn": 5000 if quick else 100000,
+                   "cka": 5000 if quick else 100000, "cknna": 5000 if quick else 32000,
+                   "svcca": 1000 if quick else 3000}
+    for kind, n in limit_sizes.items():
+        cases.append(Case(
+            f"limit-{kind}-{_size(n)}", "limit",
+            {**base, "n": n, "kind": kind, "rounds": 3 if kind == "svcca" else 1, "warm_n": SYM_MIN_ROWS},
+            functools.partial(_limit, kind), label=LIMIT_ROWS[kind]["label"],
+        ))
+    cases.append(Case(
+        "limit-threads", "limit", {**base, "n": 0, "kind": "threads", "quick": quick, "rounds": 1, "warmup": False},
+        _threads_row, label="fits and metrics, another process holding a core",
+    ))
     return cases
 
 
@@ -845,16 +1075,16 @@ def select_cases(cases: List[Case], wanted: Optional[List[str]]) -> List[Case]:
 
 
 def _set_threads(threads: Optional[int]) -> None:
+    """--threads N: every library in the child on N threads (align.device.set_threads);
+    without it, reptrans's own choice (REPTRANS_THREADS or automatic)."""
     if not threads:
         return
-    import torch
+    import torch  # noqa: F401  (loaded first, so set_threads reaches it)
 
-    torch.set_num_threads(threads)
-    from align.device import faiss
+    from align.device import faiss, set_threads
 
-    f = faiss()
-    if f is not None:
-        f.omp_set_num_threads(threads)
+    faiss()
+    set_threads(threads)
 
 
 def _warm_params(p: Dict[str, Any]) -> Dict[str, Any]:
@@ -1060,6 +1290,8 @@ def run_case(case: Case, threads: Optional[int], timeout: float, dense_max_gb: f
             log(f"    {case.baseline_label} ...")
             row["baseline"] = measure(case.baseline, p, threads, timeout)
         log(f"    -> {_fmt_t(row['baseline'])}, {_fmt_m(row['baseline'])}  {row['baseline'].get('reason', '')}")
+    if case.group == "limit":
+        row["limit"] = _limit_summary(case, row["reptrans"])
     if case.gemm:
         log("    one n×n×d float32 matmul ...")
         row["gemm"] = measure(_gemm, dict(p, warmup=True), threads, timeout)
@@ -1080,6 +1312,109 @@ def run_case(case: Case, threads: Optional[int], timeout: float, dense_max_gb: f
     if case.group == "tune" and p.get("queries") and rt is not None:
         row["extrapolated_full_s"] = rt * p["n"] / p["queries"]
     return row
+
+
+def _limit_summary(case: Case, r: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The figures of one issue row from its child's result."""
+    v = _get(r, "value")
+    if not isinstance(v, dict):
+        return None
+    kind = case.params["kind"]
+    if kind == "threads":
+        out = {"workloads": {}}
+        for name, modes in v.items():
+            if name == "load_avg":
+                continue
+            best = {m: min(t["times"]) for m, t in modes.items()}
+            ratios = {}
+            for mode in {m.split(",")[0] for m in modes}:
+                idle, held = best.get(f"{mode}, no extra load"), best.get(f"{mode}, a core held")
+                ratios[mode] = _ratio(held, idle)
+            out["workloads"][name] = {"best_s": best, "loaded_over_idle": ratios,
+                                      "threads": {m: t["threads"] for m, t in modes.items()}}
+        out["load_avg"] = v.get("load_avg")
+        return out
+    spec = LIMIT_ROWS[kind]
+    it = min(v["impl_s"])
+    bt = min(v["base_s"]) if v.get("base_s") else None
+    ratio = _ratio(it, bt)
+    peak = max(v["impl_peak_mib"])
+    met = []
+    if spec["target_ratio"] is not None and ratio is not None:
+        met.append(ratio <= spec["target_ratio"])
+    if spec["target_mib"] is not None:
+        met.append(peak <= spec["target_mib"])
+    bd = min(v["base_default_s"]) if v.get("base_default_s") else None
+    return {"impl_s": it, "base_s": bt, "ratio": ratio, "peak_mib": peak, "met": all(met) if met else None,
+            "base_default_s": bd, "ratio_vs_default_threads": _ratio(it, bd),
+            "threads": v["threads"], "impl_value": v.get("impl_value"), "base_value": v.get("base_value"),
+            "load_avg": v.get("load_avg"), "mem_method": v.get("mem_method")}
+
+
+_LIMIT_UNIT_LABEL = {"product": "one n×n×d float32 product (X Xᵀ)", "platonic-rep svcca": "platonic-rep svcca",
+                     None: "—"}
+
+
+def limit_tables(rows: List[Dict[str, Any]]) -> str:
+    """The issue's rows (group "limit") as two markdown tables."""
+    cells, threads_rows = [], []
+    for row in rows:
+        lim = row.get("limit")
+        if row["group"] != "limit":
+            continue
+        kind = row["params"]["kind"]
+        if kind == "threads":
+            if lim:
+                for name, w in lim["workloads"].items():
+                    best = w["best_s"]
+                    for mode, ratio in sorted(w["loaded_over_idle"].items()):
+                        nt = w["threads"]
+                        threads_rows.append({
+                            "workload": name, "threads": mode,
+                            "no extra load": f"{best[f'{mode}, no extra load']:.3g} s "
+                                             f"({nt[f'{mode}, no extra load'][0]} thr.)",
+                            "a core held": f"{best[f'{mode}, a core held']:.3g} s ({nt[f'{mode}, a core held'][0]} thr.)",
+                            "held / no extra": f"{ratio:.2f}×" if ratio else "—",
+                            "target": "≤ 2×", "met": "yes" if ratio and ratio <= 2.0 else "no"})
+            continue
+        spec = LIMIT_ROWS[kind]
+        p = row["params"]
+        size = f"n={p['n']}, d={p['d']}" if kind != "evaluate" else f"pool={p['n']}, d={p['d']}"
+        if not lim:
+            cells.append({"row": f"{spec['label']}, {size}", "measured": row["reptrans"].get("status", "?"),
+                          "notes": row["reptrans"].get("reason", "")})
+            continue
+        targets = []
+        if spec["target_ratio"] is not None:
+            targets.append(f"≤ {spec['target_ratio']:g}×")
+        if spec["target_mib"] is not None:
+            targets.append(f"≤ {spec['target_mib']} MiB")
+        meas = []
+        if lim["ratio"] is not None:
+            meas.append(f"{lim['ratio']:.2f}×")
+        meas.append(f"{lim['peak_mib']:.0f} MiB")
+        val = lim["impl_value"]
+        vtxt = (", ".join(f"{k} {x:.4g}" for k, x in val.items()) if isinstance(val, dict)
+                else f"{val:.6g}" if isinstance(val, float) else "")
+        if isinstance(lim.get("base_value"), float):
+            vtxt += f"; baseline {lim['base_value']:.4g}"
+        if lim.get("base_default_s"):
+            vtxt += (f"; baseline on its library's default threads {lim['base_default_s']:.3g} s "
+                     f"({lim['ratio_vs_default_threads']:.2f}×)")
+        cells.append({
+            "row": f"{spec['label']}, {size}", "baseline (unit)": _LIMIT_UNIT_LABEL[spec["unit"]],
+            "time": f"{lim['impl_s']:.3g} s", "baseline time": f"{lim['base_s']:.3g} s" if lim["base_s"] else "—",
+            "measured": " / ".join(meas), "target": ", ".join(targets),
+            "met": "yes" if lim["met"] else "no",
+            "notes": f"{vtxt}; threads {lim['threads'][0]}; load {lim['load_avg'][0]:.1f}"})
+    out = []
+    if cells:
+        cols = ("row", "baseline (unit)", "time", "baseline time", "measured", "target", "met", "notes")
+        out.append(markdown_table(cells, cols, list(cols)))
+    if threads_rows:
+        cols = ("workload", "threads", "no extra load", "a core held", "held / no extra", "target", "met")
+        out.append(markdown_table(threads_rows, cols, list(cols)))
+    return "\n\n".join(out)
 
 
 def _relative_to_first(rows: List[Dict[str, Any]]) -> None:
@@ -1202,6 +1537,18 @@ def round_robin_tables(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def render_tables(rows: List[Dict[str, Any]]) -> str:
+    """Every table of a run: the cases with a baseline, round-robin tuning, the issue's rows."""
+    table = bench_table([r for r in rows if r["group"] != "limit"]) if any(r["group"] != "limit" for r in rows) else ""
+    rr = round_robin_tables(rows)
+    if rr:
+        table += "\n" + rr
+    lim = limit_tables(rows)
+    if lim:
+        table += ("\n\n" if table else "") + lim
+    return table
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="toy sizes (CI smoke test)")
@@ -1216,7 +1563,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--repeat", type=int, default=None,
                     help="timed calls per measurement, the minimum is reported (default 1; tune-16k 3)")
     ap.add_argument("--dense-max-gb", type=float, default=16.0, help="skip a baseline whose estimated memory exceeds this")
+    ap.add_argument("--render", metavar="JSON", nargs="+",
+                    help="write the tables (stdout, --md) from saved result files and exit (runs nothing)")
     args = ap.parse_args(argv)
+    if args.render:
+        rows = []
+        for path in args.render:
+            rows += json.loads(Path(path).read_text())["cases"]
+        table = render_tables(rows)
+        print(table)
+        if args.md:
+            Path(args.md).write_text(table + "\n")
+        return 0
 
     cases = build_cases(args.quick, args.k, args.seed)
     if args.list:
@@ -1243,10 +1601,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             info["load_avg_end"] = list(os.getloadavg())
             Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     info["load_avg_end"] = list(os.getloadavg())
-    table = bench_table(rows)
-    rr = round_robin_tables(rows)
-    if rr:
-        table += "\n" + rr
+    table = render_tables(rows)
     print(f"device: {info.get('torch_device')} (kNN backend {info.get('knn_backend')}); {info['cpu']}, "
           f"{info['threads']} threads; load average {info['load_avg_start'][0]:.2f} at start, "
           f"{info['load_avg_end'][0]:.2f} at end\n")

@@ -101,3 +101,80 @@ def test_quick_run_emits_valid_json(tmp_path):
     assert iso["status"] == "ok" or iso["reason"]
     assert "| mknn-1k |" in proc.stdout
     assert md.read_text().startswith("| case |")
+
+
+def test_platonic_svcca_baseline_runs(bench):
+    X, Y = bench.paired_data(300, 24, seed=5)
+    v = bench.platonic_svcca(X, Y)
+    assert 0.0 <= v <= 1.0
+    assert v == bench.platonic_svcca(X, Y)  # seeded
+
+
+def test_product_unit_computes_x_xt(bench):
+    X = np.random.default_rng(0).standard_normal((300, 16)).astype(np.float32)
+    assert bench.make_product(X)() in ("numpy (OpenBLAS)", "torch.mm")
+
+
+def _fake_limit_rows(bench):
+    cases = {c.name: c for c in bench.build_cases(quick=True, k=10, seed=0) if c.group == "limit"}
+    rows = []
+    for name, case in cases.items():
+        kind = case.params["kind"]
+        if kind == "threads":
+            value = {"align.cka n=5000": {f"{m}, {load}": {"times": [1.0 + (load == "a core held")], "threads": [1]}
+                                         for m in ("auto", "fixed 2") for load in ("no extra load", "a core held")},
+                     "load_avg": [1.0, 1.0, 1.0]}
+        else:
+            value = {"impl_s": [2.0], "base_s": [4.0], "impl_peak_mib": [100.0], "threads": [2],
+                     "impl_value": 0.5, "base_value": 0.4, "load_avg": [1.0, 1.0, 1.0], "mem_method": "VmHWM"}
+        res = {"status": "ok", "value": value}
+        row = {"case": name, "group": "limit", "params": case.params, "reptrans_label": case.label, "reptrans": res,
+               "limit": bench._limit_summary(case, res)}
+        rows.append(row)
+    return rows
+
+
+def test_limit_rows_summary_and_tables(bench):
+    rows = _fake_limit_rows(bench)
+    by = {r["case"]: r["limit"] for r in rows}
+    assert by["limit-mknn-5k"]["ratio"] == 0.5 and by["limit-mknn-5k"]["met"] is True
+    assert by["limit-evaluate-2k"]["met"] is True  # 0.5 products, 100 MiB
+    assert by["limit-threads"]["workloads"]["align.cka n=5000"]["loaded_over_idle"]["auto"] == 2.0
+    table = bench.limit_tables(rows)
+    assert "| align.mutual_knn, n=5000, d=768 |" in table and "≤ 1.15×" in table
+    assert "| align.cka n=5000 | auto |" in table and "2.00×" in table
+
+
+def test_tables_render_from_saved_json(bench, tmp_path):
+    rows = _fake_limit_rows(bench)
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"cases": rows}, default=str))
+    md = tmp_path / "b.md"
+    assert bench.main(["--render", str(path), "--md", str(md)]) == 0
+    assert md.read_text().strip() == bench.render_tables(rows).strip()
+
+
+def test_burner_holds_a_core_and_stops(bench):
+    p = bench._start_burner()
+    try:
+        assert p.poll() is None
+    finally:
+        p.terminate()
+        p.wait()
+    assert p.poll() is not None
+
+
+@pytest.mark.slow
+def test_quick_limit_rows_run(tmp_path):
+    out = tmp_path / "limit.json"
+    cmd = [sys.executable, str(BENCH), "--quick", "--cases", "limit-mknn-5k", "limit-svcca-1k", "limit-cka-5k",
+           "--out", str(out), "--timeout", "600"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {r["case"]: r for r in json.loads(out.read_text())["cases"]}
+    m = rows["limit-mknn-5k"]["limit"]
+    assert m["ratio"] > 0 and m["peak_mib"] >= 0 and 0 <= m["impl_value"] <= 1
+    s = rows["limit-svcca-1k"]["limit"]
+    assert s["base_s"] > 0 and s["base_default_s"] > 0 and 0 <= s["base_value"] <= 1
+    assert rows["limit-cka-5k"]["limit"]["base_s"] is None
+    assert "| align.mutual_knn, n=5000, d=768 |" in proc.stdout

@@ -137,3 +137,49 @@ def test_bad_input(fn, case):
     X, Y, kw, match = _BAD[case]
     with pytest.raises(ValueError, match=match):
         fn(X, Y, **kw)
+
+
+# --------------------------------------------------------------------------- the Gram route
+# With n >= d, the SVD is read off the d x d Gram matrices (one eigh each) when every
+# kept direction is well conditioned; otherwise the SVD of the data decides. Both
+# routes must give the same values.
+
+
+def _svd_route(monkeypatch):
+    monkeypatch.setattr(cmod, "_GRAM_MIN_EIG", np.inf)  # every call falls back to the SVD
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99, 1.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_route_equals_svd_route(monkeypatch, keep, dtype):
+    rng = np.random.default_rng(12)
+    Z = rng.standard_normal((600, 8))
+    X = (Z @ rng.standard_normal((8, 40)) + rng.standard_normal((600, 40)) * np.geomspace(1, 0.05, 40)).astype(dtype)
+    Y = (Z @ rng.standard_normal((8, 30)) + 0.5 * rng.standard_normal((600, 30))).astype(dtype)
+    fast = (svcca(X, Y, keep=keep), pwcca(X, Y, keep=keep), pwcca(Y, X, keep=keep))
+    _svd_route(monkeypatch)
+    slow = (svcca(X, Y, keep=keep), pwcca(X, Y, keep=keep), pwcca(Y, X, keep=keep))
+    assert fast == pytest.approx(slow, abs=1e-9)
+
+
+def test_many_correlations_from_eigvalsh_equal_the_svd(monkeypatch):
+    rng = np.random.default_rng(13)
+    X = rng.standard_normal((900, 200))
+    Y = X[:, :150] @ rng.standard_normal((150, 180)) + rng.standard_normal((900, 180))
+    many = svcca(X, Y, keep=0.999)
+    monkeypatch.setattr(cmod, "_EIGVALS_MIN", 10**9)  # singular values by the SVD
+    assert many == pytest.approx(svcca(X, Y, keep=0.999), abs=1e-7)
+
+
+def test_rank_deficient_and_ill_conditioned_data_take_the_svd_route(monkeypatch):
+    rng = np.random.default_rng(14)
+    X = rng.standard_normal((300, 10))
+    X = np.hstack([X, X[:, :3] @ rng.standard_normal((3, 4))])  # rank 10 of 14 columns
+    Y = X[:, :6] + 0.1 * rng.standard_normal((300, 6))
+    calls = []
+    real = cmod._basis
+    monkeypatch.setattr(cmod, "_basis", lambda *a: calls.append(a[2]) or real(*a))
+    v = pwcca(X, Y)  # keep = 1: every non-null direction, which the Gram cannot resolve
+    assert calls  # fell back to the SVD
+    _svd_route(monkeypatch)
+    assert v == pytest.approx(pwcca(X, Y), abs=1e-12)

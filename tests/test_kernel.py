@@ -264,3 +264,43 @@ def test_rsa_bad_input(case):
         Y = Y[: len(X)]
     with pytest.raises(ValueError, match=match):
         rsa(X, Y, **kw)
+
+
+# --------------------------------------------------------------------------- blocked feature form
+# The linear feature form accumulates the d x d products over blocks of rows in
+# float64, never holding a centred float64 copy of either input: it must equal
+# the one-shot reference on the centred float64 data.
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blocked_feature_form_equals_one_shot_reference(monkeypatch, debiased, dtype):
+    rng = np.random.default_rng(11)
+    Z = rng.standard_normal((1000, 4))
+    X = (Z @ rng.standard_normal((4, 30)) + rng.standard_normal((1000, 30)) + 50.0).astype(dtype)  # far from 0
+    Y = (Z @ rng.standard_normal((4, 20)) + 2 * rng.standard_normal((1000, 20))).astype(dtype)
+    X64, Y64 = X.astype(np.float64), Y.astype(np.float64)
+    ref = kmod._cka_ratio(*kmod._linear_feature_terms(X64 - X64.mean(0), Y64 - Y64.mean(0), debiased))
+    monkeypatch.setattr(kmod, "_FEATURE_BLOCK_ELEMS", 7 * 30)  # blocks of 7 rows, a ragged last one
+    assert cka(X, Y, debiased=debiased) == pytest.approx(ref, abs=1e-12)
+    monkeypatch.setattr(kmod, "_FEATURE_BLOCK_ELEMS", 1 << 22)  # one block
+    assert cka(X, Y, debiased=debiased) == pytest.approx(ref, abs=1e-12)
+    assert cka(torch.from_numpy(X), torch.from_numpy(Y), debiased=debiased) == pytest.approx(ref, abs=1e-12)
+
+
+def test_feature_form_reads_float32_without_a_float64_copy(monkeypatch):
+    """The inputs reach the blocked accumulation as given (no n x d conversion)."""
+    seen = []
+    real = kmod._linear_feature_terms_blocked
+    monkeypatch.setattr(kmod, "_linear_feature_terms_blocked", lambda X, Y, d: seen.append((X, Y)) or real(X, Y, d))
+    X = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    Y = X[:, :5] + 0.1
+    cka(X, Y)
+    assert seen[0][0] is X and seen[0][1].dtype == np.float32
+
+
+def test_blocked_feature_form_no_variance_is_refused(monkeypatch):
+    monkeypatch.setattr(kmod, "_FEATURE_BLOCK_ELEMS", 9)
+    X = np.ones((50, 3))
+    with pytest.raises(ValueError, match="X has no variance"):
+        cka(X, np.random.default_rng(0).standard_normal((50, 3)))

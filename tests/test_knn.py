@@ -178,8 +178,8 @@ def test_auto_takes_the_symmetric_engine_for_large_self_search(monkeypatch):
     mod = importlib.import_module("align.knn")
     sel = importlib.import_module("align.selfknn")
     calls = []
-    real = sel.self_knn_candidates
-    monkeypatch.setattr(sel, "self_knn_candidates", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
+    real = sel.self_knn
+    monkeypatch.setattr(sel, "self_knn", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
     monkeypatch.setattr(mod, "_SYM_MIN_ROWS", 100)
     X = np.random.default_rng(1).standard_normal((150, 8))
     _, i = knn(X, 5)
@@ -201,3 +201,250 @@ def test_symmetric_equals_torch_engine_with_duplicates_and_ties(n):
     np.testing.assert_array_equal(i, ref_i)
     np.testing.assert_allclose(s, ref_s, atol=1e-5)
     assert i[9, 0] == 5 and i[5, 0] == 9
+
+
+# ---------------------------------------------------------------------------
+# The exact engines of align.selfknn: a bfloat16 or float32 filter, every decision
+# on float64 values. Each filter precision must give the float64 reference's
+# neighbours and ranks exactly, and both must equal the reference paths.
+
+from align import selfknn  # noqa: E402
+from align.knn import inverse_norms, paired_search, self_neighbors  # noqa: E402
+
+PRECISIONS = ["bf16", "fp32"]
+
+
+def exact_reference(X, k, Q=None, unit32=False):
+    """Top-k by (float64 cosine desc, index asc), self excluded; cosines rounded to
+    12 digits so equal rows tie exactly whatever the BLAS summation order.
+
+    unit32: the rows as knn() sees them (normalised to float32 unit rows first),
+    else the float64 cosine of the input rows (as the metrics and evaluate see them)."""
+    if unit32:
+        from align.knn import normalize_rows
+
+        D = normalize_rows(np.asarray(X, dtype=np.float32)).astype(np.float64)
+    else:
+        D = X.astype(np.float64)
+        D = D / np.linalg.norm(D, axis=1, keepdims=True)
+    Qn = D if Q is None else Q.astype(np.float64) / np.linalg.norm(Q.astype(np.float64), axis=1, keepdims=True)
+    S = np.round(Qn @ D.T, 12)
+    np.fill_diagonal(S, -np.inf)
+    ar = np.broadcast_to(np.arange(len(D)), S.shape)
+    order = np.lexsort((ar, -S), axis=1)[:, :k]
+    return np.take_along_axis(S, order, 1), order
+
+
+@pytest.fixture(params=PRECISIONS)
+def precision(request, monkeypatch):
+    monkeypatch.setattr(selfknn, "FILTER", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("n, d, k, block", [(300, 16, 7, 64), (257, 48, 10, 50), (40, 8, 39, 16), (130, 5, 1, 200)])
+def test_exact_self_search_equals_float64_reference(precision, n, d, k, block):
+    rng = np.random.default_rng(n + d)
+    X = (rng.standard_normal((n, d)) * np.geomspace(1, 0.05, d)).astype(np.float32)
+    s, i = knn(X, k, backend="symmetric", block_size=block)
+    rs, ri = exact_reference(X, k, unit32=True)
+    np.testing.assert_array_equal(i, ri)
+    np.testing.assert_allclose(s, rs, atol=1e-6)
+
+
+def test_exact_self_search_ties_and_duplicates(precision):
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((12, 5)).astype(np.float32)
+    X = base[rng.integers(0, 12, 150)]  # each row has ~12 exact duplicates
+    for k in (1, 9, 20, 149):
+        _, i = knn(X, k, backend="symmetric", block_size=17)
+        np.testing.assert_array_equal(i, exact_reference(X, k, unit32=True)[1])
+        assert not (i == np.arange(len(X))[:, None]).any()
+
+
+def test_exact_self_search_float64_input_beyond_float32_range(precision):
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((200, 12)) * 1e300  # only float64 holds these
+    idx = self_neighbors(X, 6, min_rows=1)
+    np.testing.assert_array_equal(idx, exact_reference(X / 1e300, 6)[1])
+
+
+def test_self_neighbors_reads_the_input_as_is(precision):
+    """The symmetric path (no unit-row copy) and the float32 unit-row path agree."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((500, 24)) * rng.uniform(0.1, 10, (500, 1))
+    np.testing.assert_array_equal(self_neighbors(X, 8, min_rows=1), exact_reference(X, 8)[1])
+    np.testing.assert_array_equal(self_neighbors(X.astype(np.float32), 8, min_rows=10**9),
+                                  exact_reference(X.astype(np.float32), 8)[1])
+
+
+def _force_overflow(monkeypatch, level):
+    """Buffers so small that rows overflow: redone with float32 (level 2), or also
+    overflowing there and settled against every row (level 3)."""
+    if level == 2:
+        monkeypatch.setattr(selfknn, "_capacity", lambda k, nd, base: min(nd, k + 1 if base == selfknn._CAP1_MIN else 4096))
+    else:
+        monkeypatch.setattr(selfknn, "_capacity", lambda k, nd, base: min(nd, k + 1))
+    monkeypatch.setattr(selfknn, "_AMB1", 1)
+    monkeypatch.setattr(selfknn, "_AMB2", 4096 if level == 2 else 1)
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_rows_that_overflow_are_redone_exactly(precision, monkeypatch, level):
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((30, 6)).astype(np.float32)
+    X = base[rng.integers(0, 30, 400)] + 1e-3 * rng.standard_normal((400, 6)).astype(np.float32)
+    X[::7] = X[3]
+    ref = exact_reference(X, 5, unit32=True)[1]
+    calls = []
+    real = selfknn._redo
+    monkeypatch.setattr(selfknn, "_redo", lambda *a, **kw: calls.append(len(a[4])) or real(*a, **kw))
+    _force_overflow(monkeypatch, level)
+    _, i = knn(X, 5, backend="symmetric", block_size=64)
+    np.testing.assert_array_equal(i, ref)
+    assert calls and calls[0] > 0  # the overflow path did run
+
+
+@pytest.mark.parametrize("d", [3, 64, 768])
+def test_filter_error_stays_within_its_bound(precision, d):
+    """|s̃ - s| <= E_i + r |s̃| for every entry of a block product (the bound every
+    decision relies on), on isotropic and on strongly anisotropic rows."""
+    rng = np.random.default_rng(d)
+    for shift in (0.0, 3.0):
+        X = (rng.standard_normal((400, d)) + shift * rng.standard_normal(d)).astype(np.float32)
+        inv = inverse_norms(X)
+        rep = selfknn._Rep(X, inv, precision)
+        E = rep.eps(slice(None), rep)
+        approx = (rep.T @ rep.T.T).double().numpy()
+        U = X.astype(np.float64) * inv[:, None]
+        err = np.abs(approx - U @ U.T)
+        assert (err <= E[:, None] + rep.r * np.abs(approx)).all()
+
+
+def test_bfloat16_keys_order_like_values_and_floor_keys_are_exact():
+    """Every bfloat16 bit pattern: keys sort like the values, decoding is exact, and
+    the floor key of a float is the key of the largest bfloat16 <= it (below 1e-30
+    in magnitude it may be smaller: more candidates, never fewer)."""
+    import numba
+
+    @numba.njit
+    def keys(bits):
+        out = np.empty(bits.size, dtype=np.int16)
+        val = np.empty(bits.size)
+        for t in range(bits.size):
+            out[t] = selfknn._key(bits[t])
+            val[t] = selfknn._decode(bits[t])
+        return out, val
+
+    @numba.njit
+    def floors(L):
+        out = np.empty(L.size, dtype=np.int16)
+        for t in range(L.size):
+            out[t] = selfknn._floor_key(L[t], np.int16(0))
+        return out
+
+    bits = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
+    vals_ref = torch.from_numpy(bits.copy()).view(torch.bfloat16).double().numpy()
+    k, vals = keys(bits)
+    finite = ~np.isnan(vals_ref)
+    np.testing.assert_array_equal(vals[finite], vals_ref[finite])
+    order = np.argsort(k[finite], kind="stable")
+    assert (np.diff(vals_ref[finite][order]) >= 0).all()  # keys sort like values
+    rng = np.random.default_rng(0)
+    L = np.concatenate([rng.standard_normal(3000), vals_ref[finite][::97], 1e-3 * rng.standard_normal(300),
+                        [0.0, -0.0, 1e-31, -1e-31, 3.3e38, 3.4e38, -3.4e38, np.inf, -np.inf]])
+    fk = floors(L)
+    kf, vf = k[finite], vals_ref[finite]
+    for x, f in zip(L, fk):
+        below = vf <= x
+        if abs(x) > 1e-30:
+            assert f == kf[below].max()
+        if below.any():
+            assert f <= kf[below].max()  # never above the true floor: no candidate lost
+
+
+def test_symmetric_backend_needs_numba(monkeypatch):
+    import importlib.util
+
+    mod = importlib.import_module("align.knn")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(mod.importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a))
+    X = np.random.default_rng(0).standard_normal((50, 4))
+    with pytest.raises(ValueError, match="pip install numba"):
+        knn(X, 3, backend="symmetric")
+    # auto falls back to FAISS / torch, and evaluate to its torch path
+    np.testing.assert_array_equal(knn(X, 3)[1], brute(X, X, 3, True)[1])
+    assert paired_search(X, X, 3) is None
+
+
+# ---------------------------------------------------------------------------
+# translate.evaluate: the CPU path (one blocked pass over Ŷ Yᵀ + the symmetric
+# search of Y) equals the reference path (true_match_ranks + translation_mutual_knn).
+
+
+def _reference_evaluate(Yh, Y, k):
+    from translate.evaluate import translation_mutual_knn, true_match_ranks
+
+    Yh_n = np.ascontiguousarray(Yh / np.linalg.norm(Yh.astype(np.float64), axis=1, keepdims=True), dtype=np.float32)
+    Y_n = np.ascontiguousarray(Y / np.linalg.norm(Y.astype(np.float64), axis=1, keepdims=True), dtype=np.float32)
+    ranks, cos = true_match_ranks(Yh_n, Y_n)
+    return ranks, cos, translation_mutual_knn(Yh_n, Y_n, k)
+
+
+def _pairs(kind, rng, n=400, d=24):
+    Y = rng.standard_normal((n, d)).astype(np.float32)
+    if kind == "noisy":
+        return Y + 0.8 * rng.standard_normal((n, d)).astype(np.float32), Y
+    if kind == "chance":  # unrelated: every true match sits in the bulk
+        return rng.standard_normal((n, d)).astype(np.float32), Y
+    if kind == "ties":  # duplicate pool rows; some translations exact
+        base = rng.standard_normal((25, d)).astype(np.float32)
+        Y = base[rng.integers(0, 25, n)]
+        Yh = Y + 0.3 * rng.standard_normal((n, d)).astype(np.float32)
+        Yh[::3] = Y[::3]
+        return Yh, Y
+    Yh, Y = _pairs("noisy", rng, n, d)  # float64 input
+    return Yh.astype(np.float64), Y.astype(np.float64)
+
+
+@pytest.mark.parametrize("kind", ["noisy", "chance", "ties", "float64"])
+@pytest.mark.parametrize("block", [None, 37])
+def test_paired_search_equals_reference_path(precision, kind, block):
+    k = 6
+    Yh, Y = _pairs(kind, np.random.default_rng(len(kind)))
+    ranks, cos, near_hat, near_true = paired_search(Yh, Y, k, block)
+    r_ranks, r_cos, r_mknn = _reference_evaluate(Yh, Y, k)
+    np.testing.assert_array_equal(ranks, r_ranks)
+    np.testing.assert_allclose(cos, r_cos, atol=1e-6)
+    from translate.evaluate import _list_overlap
+
+    assert _list_overlap(near_hat, near_true) / (len(Y) * k) == pytest.approx(r_mknn, abs=1e-6)
+    # the neighbour lists themselves: exact, y_i left out of both
+    np.testing.assert_array_equal(near_true, exact_reference(Y, k)[1])
+    ref_hat = exact_reference(Y, k, Q=Yh)[1]  # diagonal (y_i for ŷ_i) excluded
+    np.testing.assert_array_equal(near_hat, ref_hat)
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_evaluate_rows_that_overflow_are_redone_exactly(precision, monkeypatch, level):
+    from translate.evaluate import evaluate
+
+    rng = np.random.default_rng(9)
+    for kind in ("ties", "chance"):
+        Yh, Y = _pairs(kind, rng, n=300)
+        ref = evaluate(Yh, Y, k=5)
+        with monkeypatch.context() as m:
+            _force_overflow(m, level)
+            got = evaluate(Yh, Y, k=5, block_size=64)
+        assert got == pytest.approx(ref, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 3, 11])
+def test_evaluate_tiny_pools(precision, n):
+    from translate.evaluate import evaluate
+
+    Yh, Y = _pairs("noisy", np.random.default_rng(n), n=n, d=5)
+    got = evaluate(Yh, Y, k=10)
+    r_ranks, r_cos, r_mknn = _reference_evaluate(Yh, Y, min(10, n - 1))
+    assert got["mean_rank"] == pytest.approx(r_ranks.mean(), abs=1e-12)
+    assert got["mean_cos"] == pytest.approx(r_cos.mean(), abs=1e-6)
+    assert got["mutual_knn"] == pytest.approx(r_mknn, abs=1e-6)

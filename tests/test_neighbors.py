@@ -154,3 +154,70 @@ def test_float64_beyond_float32_range_is_accepted():
     X, Y = rng.standard_normal((60, 5)), rng.standard_normal((60, 5))
     assert mutual_knn(X * 1e100, Y * 1e-100, k=4) == mutual_knn(X, Y, k=4)
     assert cknna(X * 1e100, Y, k=4) == pytest.approx(cknna(X, Y, k=4), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- the CPU engine
+# From align.knn._SYM_MIN_ROWS rows on the CPU, neighbour lists come from the exact
+# symmetric engine (a bfloat16 or float32 filter, decisions on float64 cosines of the
+# input rows, no unit-row copy): both filter precisions must give the dense
+# definitions' values.
+
+
+@pytest.fixture(params=["bf16", "fp32"])
+def engine(request, monkeypatch):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("align.knn"), "_SYM_MIN_ROWS", 50)
+    monkeypatch.setattr(importlib.import_module("align.selfknn"), "FILTER", request.param)
+    return request.param
+
+
+def _dense_mutual(X, Y, k):
+    ka, kb = _dense_nn(X, k), _dense_nn(Y, k)
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) for a, b in zip(ka, kb)]) / k)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_engine_path_equals_dense_definitions(engine, pair, dtype):
+    X, Y = (A.astype(dtype) for A in pair)
+    for k in (1, 10):
+        assert mutual_knn(X, Y, k=k) == pytest.approx(_dense_mutual(X, Y, k), abs=1e-12)
+    assert cknna(X, Y, k=10) == pytest.approx(_dense_cknna(X, Y, 10), abs=1e-9)
+    ix, iy = _dense_nn(X, 5), _dense_nn(Y, 5)
+    n = len(X)
+    cyc = float(np.mean([(ix[iy[i]] == i).any().item() for i in range(n)]))
+    assert cycle_knn(X, Y, k=5) == pytest.approx(cyc, abs=1e-12)
+
+
+def _exact_nn(F, k):
+    """Neighbour lists with ties to the lower index (float64 cosines rounded to 12
+    digits, so equal rows tie whatever the summation order)."""
+    F = np.asarray(F, dtype=np.float64)
+    F = F / np.linalg.norm(F, axis=1, keepdims=True)
+    S = np.round(F @ F.T, 12)
+    np.fill_diagonal(S, -np.inf)
+    return np.lexsort((np.broadcast_to(np.arange(len(F)), S.shape), -S), axis=1)[:, :k]
+
+
+def test_engine_path_with_duplicate_rows(engine, monkeypatch):
+    import importlib
+
+    from align.metrics.neighbors import neighbor_lists
+
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((40, 8))
+    X = base[rng.integers(0, 40, 300)]
+    Y = X + 0.1 * rng.standard_normal(X.shape)
+    ix, iy = neighbor_lists(X, Y, k=10)
+    np.testing.assert_array_equal(ix, _exact_nn(X, 10))  # exact ties: lower index first
+    np.testing.assert_array_equal(iy, _exact_nn(Y, 10))
+    on_engine = (mutual_knn(X, Y, k=10), cknna(X, Y, k=10))
+    monkeypatch.setattr(importlib.import_module("align.knn"), "_SYM_MIN_ROWS", 10**9)  # FAISS / torch path
+    assert on_engine == pytest.approx((mutual_knn(X, Y, k=10), cknna(X, Y, k=10)), abs=1e-12)
+
+
+def test_engine_path_float64_beyond_float32_range(engine):
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((200, 6)), rng.standard_normal((200, 6))
+    assert mutual_knn(X * 1e200, Y * 1e-200, k=4) == mutual_knn(X, Y, k=4)
+    assert cknna(X * 1e200, Y, k=4) == pytest.approx(cknna(X, Y, k=4), abs=1e-12)

@@ -10,6 +10,16 @@ stable for ill-conditioned data. The bases come from the SVD of the centred
 data, which also gives SVCCA's variance truncation; numerically null directions
 (singular value <= s_max * max(n, d) * eps) are always dropped. Float64.
 
+Two exact routes to the same numbers. With more samples than units (n >= d),
+the SVD X_c = U S Vᵀ is read off the d×d Gram matrix X_cᵀX_c = V S² Vᵀ (one
+symmetric eigendecomposition), and Q_xᵀQ_y = S_x⁻¹ V_xᵀ (X_cᵀY_c) V_y S_y⁻¹
+needs only d×d products: O(n d²) in BLAS-3, no n×d basis is formed. Squaring
+the data squares its condition number, so this route is taken only when every
+kept direction has s >= 1e-4 s_max (eigenvector error ~ 1e-16 (s_max/s)², far
+below 1e-6) and no variance fraction lies within 1e-9 of ``keep``; otherwise
+(rank-deficient or ill-conditioned data, n < d) the SVD of the data itself is
+used. n = 3000, d = 768: 0.3-0.5 s instead of 2-3 s on one core.
+
 References
 ----------
 - Raghu, Gilmer, Yosinski, Sohl-Dickstein (2017), "SVCCA: Singular vector
@@ -23,10 +33,11 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from align.device import threads
 from align.validation import as_matrix, check_paired
 
 __all__ = ["svcca", "pwcca"]
@@ -53,34 +64,96 @@ def _basis(Xc: np.ndarray, keep: float, name: str) -> np.ndarray:
     return U[:, :k]
 
 
-def _cca(X: Any, Y: Any, keep: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Validate, centre, reduce, and return (rho, canonical variates of X, Xc, Qy).
+# Gram route: smallest kept eigenvalue relative to the largest (s >= 1e-4 s_max),
+# and the closest a variance fraction may come to ``keep``.
+_GRAM_MIN_EIG = 1e-8
+_GRAM_KEEP_MARGIN = 1e-9
+# SVCCA with at least this many canonical correlations takes them from eigvalsh(MᵀM).
+_EIGVALS_MIN = 128
+
+
+def _gram_basis(G: np.ndarray, keep: float, name: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(V_k, s_k) of the kept directions from the Gram matrix G = X_cᵀX_c, or None
+    when the SVD of the data must decide (see the module docstring)."""
+    lam, V = np.linalg.eigh(G)
+    lam, V = lam[::-1], V[:, ::-1]
+    if not lam[0] > 0:
+        raise ValueError(f"{name} has no variance (all rows are identical); CCA is undefined")
+    var = np.clip(lam, 0.0, None)
+    frac = np.cumsum(var) / var.sum()
+    k = min(int(np.searchsorted(frac, keep - 1e-12)) + 1, lam.size)
+    if lam[k - 1] < _GRAM_MIN_EIG * lam[0]:
+        return None
+    # the cut is fragile when a cumulative fraction next to it lies within the margin
+    # of the threshold (the two routes' fractions differ by ~1e-13); the last one is
+    # 1 in both routes
+    near = np.abs(frac[max(0, k - 2) : k] - (keep - 1e-12)) < _GRAM_KEEP_MARGIN
+    if near.any() and not (k == lam.size and near.sum() == 1 and near[-1]):
+        return None
+    return np.ascontiguousarray(V[:, :k]), np.sqrt(lam[:k])
+
+
+def _cca(X: Any, Y: Any, keep: float, weights: bool = False) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Validate, centre, reduce; return (rho, alpha_raw).
 
     rho: canonical correlations, descending, length min(k_x, k_y).
-    H: (n, len(rho)) orthonormal canonical variates of X in sample space.
+    alpha_raw (``weights=True``): Σ_j |<h_i, x_j>| over X's centred units for the
+    orthonormal canonical variates h_i of X in sample space (PWCCA's weights).
     """
     keep = _check_keep(keep)
     X = as_matrix(X, "X", dtype=np.float64, min_rows=2)
     Y = as_matrix(Y, "Y", dtype=np.float64, min_rows=2)
     check_paired(X, Y)
-    Xc = X - X.mean(axis=0)
-    Yc = Y - Y.mean(axis=0)
-    Qx = _basis(Xc, keep, "X")
-    Qy = _basis(Yc, keep, "Y")
-    n = X.shape[0]
-    if Qx.shape[1] + Qy.shape[1] > n - 1:
-        # Two subspaces of the (n-1)-dim centred sample space whose dimensions
-        # sum past n-1 must intersect: some correlations are 1 by construction.
-        warnings.warn(
-            f"CCA with {Qx.shape[1]} + {Qy.shape[1]} kept directions on only n={n} samples: the subspaces "
-            "intersect trivially and canonical correlations are inflated; use more samples or a smaller keep",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    A, rho, _ = np.linalg.svd(Qx.T @ Qy, full_matrices=False)
-    rho = np.clip(rho, 0.0, 1.0)  # cosines of principal angles; rounding can exceed 1
-    H = Qx @ A[:, : rho.size]
-    return rho, H, Xc, Qy
+    with threads():
+        Xc = X - X.mean(axis=0)
+        Yc = Y - Y.mean(axis=0)
+        n = X.shape[0]
+        fast = None
+        if n >= max(X.shape[1], Y.shape[1]):
+            for A, name in ((Xc, "X"), (Yc, "Y")):
+                if not A.any():
+                    raise ValueError(f"{name} has no variance (all rows are identical); CCA is undefined")
+            Gx = Xc.T @ Xc
+            bx = _gram_basis(Gx, keep, "X")
+            by = _gram_basis(Yc.T @ Yc, keep, "Y") if bx is not None else None
+            if bx is not None and by is not None:
+                fast = bx, by
+        if fast is not None:
+            (Vx, sx), (Vy, sy) = fast
+            kx, ky = sx.size, sy.size
+            M = (Vx.T @ (Xc.T @ Yc) @ Vy) / sx[:, None] / sy[None, :]
+        else:
+            Qx = _basis(Xc, keep, "X")
+            Qy = _basis(Yc, keep, "Y")
+            kx, ky = Qx.shape[1], Qy.shape[1]
+            M = Qx.T @ Qy
+        if kx + ky > n - 1:
+            # Two subspaces of the (n-1)-dim centred sample space whose dimensions
+            # sum past n-1 must intersect: some correlations are 1 by construction.
+            warnings.warn(
+                f"CCA with {kx} + {ky} kept directions on only n={n} samples: the subspaces "
+                "intersect trivially and canonical correlations are inflated; use more samples or a smaller keep",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if not weights:
+            if min(M.shape) >= _EIGVALS_MIN:
+                # singular values as square roots of the eigenvalues of the smaller
+                # Gram: 3x faster; |error| <= ~3e-8 for correlations near 0, ~1e-16 near 1
+                W = M.T @ M if M.shape[1] <= M.shape[0] else M @ M.T
+                rho = np.sqrt(np.clip(np.linalg.eigvalsh(W)[::-1], 0.0, None))
+            else:
+                rho = np.linalg.svd(M, compute_uv=False)
+            return np.clip(rho, 0.0, 1.0), None  # cosines of principal angles; rounding can exceed 1
+        A, rho, _ = np.linalg.svd(M, full_matrices=False)
+        rho = np.clip(rho, 0.0, 1.0)
+        A = A[:, : rho.size]
+        if fast is not None:
+            # h_i = X_c V_x S_x⁻¹ a_i, so Hᵀ X_c = Aᵀ S_x⁻¹ V_xᵀ G_x (d×d, no n×k basis)
+            HtX = A.T @ ((Vx.T @ Gx) / sx[:, None])
+        else:
+            HtX = (Qx @ A).T @ Xc
+        return rho, np.abs(HtX).sum(axis=1)
 
 
 def svcca(X: Any, Y: Any, keep: float = 0.99) -> float:
@@ -97,7 +170,7 @@ def svcca(X: Any, Y: Any, keep: float = 0.99) -> float:
     for any keep. Symmetric in X and Y. Canonical correlations are biased
     upward when k_x + k_y approaches n (a warning is raised past n - 1).
     """
-    rho, _, _, _ = _cca(X, Y, keep)
+    rho, _ = _cca(X, Y, keep)
     return float(rho.mean())
 
 
@@ -128,7 +201,6 @@ def pwcca(X: Any, Y: Any, keep: float = 1.0) -> float:
     rotations of X (the weights depend on X's basis). pwcca(X, X A) = 1 for
     invertible A.
     """
-    rho, H, Xc, _ = _cca(X, Y, keep)
-    alpha = np.abs(H.T @ Xc).sum(axis=1)
-    alpha /= alpha.sum()
+    rho, alpha = _cca(X, Y, keep, weights=True)
+    alpha = alpha / alpha.sum()
     return float(alpha @ rho)

@@ -23,6 +23,7 @@ import numpy as np
 from scipy.spatial.distance import pdist
 from scipy.stats import pearsonr, spearmanr
 
+from align.device import threads
 from align.validation import as_matrix, check_choice, check_nonzero_rows, check_paired
 
 __all__ = ["hsic", "cka", "rsa", "DENSE_MAX_N"]
@@ -157,19 +158,68 @@ def _linear_feature_terms(Xc: np.ndarray, Yc: np.ndarray, debiased: bool) -> tup
     The common factors 1/(n-1)² or 1/(n(n-3)) cancel in CKA and are omitted.
     """
     n = Xc.shape[0]
-    xy = float(np.sum((Xc.T @ Yc) ** 2))
-    xx = float(np.sum((Xc.T @ Xc) ** 2))
-    yy = float(np.sum((Yc.T @ Yc) ** 2))
-    if not debiased:
+    r = np.einsum("ij,ij->i", Xc, Xc) if debiased else None
+    s = np.einsum("ij,ij->i", Yc, Yc) if debiased else None
+    return _feature_terms(Xc.T @ Yc, Xc.T @ Xc, Yc.T @ Yc, n, r, s)
+
+
+def _feature_terms(cxy: np.ndarray, cxx: np.ndarray, cyy: np.ndarray, n: int,
+                   r: Optional[np.ndarray], s: Optional[np.ndarray]) -> tuple:
+    """The three (scaled) HSIC terms from the d x d cross-products of the centred
+    features and, for the debiased form, the rows' squared norms r, s."""
+    xy = float(np.sum(cxy**2))
+    xx = float(np.sum(cxx**2))
+    yy = float(np.sum(cyy**2))
+    if r is None or s is None:
         return xy, xx, yy
-    r = np.einsum("ij,ij->i", Xc, Xc)
-    s = np.einsum("ij,ij->i", Yc, Yc)
     R, S = float(r.sum()), float(s.sum())
 
     def corr(t: float, a: np.ndarray, b: np.ndarray, A: float, B: float) -> float:
         return t - n / (n - 2) * float(a @ b) + A * B / ((n - 1) * (n - 2))
 
     return corr(xy, r, s, R, S), corr(xx, r, r, R, R), corr(yy, s, s, S, S)
+
+
+# Rows per block of the feature-form accumulation: two (block, d) float64 copies,
+# 2 x 4096 x 768 x 8 B = 48 MiB at d = 768.
+_FEATURE_BLOCK_ELEMS = 1 << 22
+
+
+def _linear_feature_terms_blocked(X: np.ndarray, Y: np.ndarray, debiased: bool) -> tuple:
+    """:func:`_linear_feature_terms` on the raw (uncentred, any float dtype) inputs,
+    without a centred float64 copy of either: the column means are summed in
+    float64 first, then the d x d products XcᵀYc, XcᵀXc, YcᵀYc are accumulated in
+    float64 over blocks of rows, each block converted and centred on its own.
+    Memory: three d x d float64 accumulators, one block of each input in float64,
+    and (debiased) two length-n float64 vectors; never n x d beyond the inputs.
+    """
+    n, dx = X.shape
+    dy = Y.shape[1]
+    mx = X.sum(axis=0, dtype=np.float64) / n
+    my = Y.sum(axis=0, dtype=np.float64) / n
+    cxy = np.zeros((dx, dy))
+    cxx = np.zeros((dx, dx))
+    cyy = np.zeros((dy, dy))
+    r = np.empty(n) if debiased else None
+    s = np.empty(n) if debiased else None
+    var_x = var_y = False
+    block = max(1, _FEATURE_BLOCK_ELEMS // max(dx, dy))
+    for a in range(0, n, block):
+        b = min(n, a + block)
+        Xb = np.subtract(X[a:b], mx, dtype=np.float64)
+        Yb = np.subtract(Y[a:b], my, dtype=np.float64)
+        var_x = var_x or bool(Xb.any())
+        var_y = var_y or bool(Yb.any())
+        cxy += Xb.T @ Yb
+        cxx += Xb.T @ Xb
+        cyy += Yb.T @ Yb
+        if debiased:
+            r[a:b] = np.einsum("ij,ij->i", Xb, Xb)
+            s[a:b] = np.einsum("ij,ij->i", Yb, Yb)
+    for ok, name in ((var_x, "X"), (var_y, "Y")):
+        if not ok:
+            raise ValueError(f"{name} has no variance (all rows are identical); CKA is undefined")
+    return _feature_terms(cxy, cxx, cyy, n, r, s)
 
 
 def _cka_ratio(xy: float, xx: float, yy: float) -> float:
@@ -229,24 +279,32 @@ def cka(
     check_choice(kernel, "kernel", _KERNELS)
     debiased = bool(debiased)
     min_rows = 4 if debiased else 2
-    X = as_matrix(X, "X", dtype=np.float64, min_rows=min_rows)
-    Y = as_matrix(Y, "Y", dtype=np.float64, min_rows=min_rows)
+    # Validated in their own precision (float32 stays float32, no copy): the
+    # feature form converts block by block, the n x n forms convert below.
+    X = as_matrix(X, "X", min_rows=min_rows)
+    Y = as_matrix(Y, "Y", min_rows=min_rows)
     check_paired(X, Y)
     if sigma is not None:
         if kernel != "rbf":
             raise ValueError("sigma is the RBF bandwidth multiplier; it applies only with kernel='rbf'")
         if isinstance(sigma, bool) or not np.isscalar(sigma) or not np.isfinite(sigma) or sigma <= 0:
             raise ValueError(f"sigma must be a positive finite number (bandwidth / median distance), got {sigma!r}")
+    n = X.shape[0]
+    if kernel == "linear" and n > max(X.shape[1], Y.shape[1]):
+        with threads():
+            return float(_cka_ratio(*_linear_feature_terms_blocked(X, Y, debiased)))
+    with threads():
+        return _cka_dense(X.astype(np.float64, copy=False), Y.astype(np.float64, copy=False), kernel, debiased, sigma)
+
+
+def _cka_dense(X: np.ndarray, Y: np.ndarray, kernel: str, debiased: bool, sigma: Optional[float]) -> float:
+    """CKA from n x n Gram matrices (linear when d >= n, and RBF), float64."""
     Xc = X - X.mean(axis=0)
     Yc = Y - Y.mean(axis=0)
     for A, name in ((Xc, "X"), (Yc, "Y")):
         if not A.any():
             raise ValueError(f"{name} has no variance (all rows are identical); CKA is undefined")
     n = X.shape[0]
-
-    if kernel == "linear" and n > max(X.shape[1], Y.shape[1]):
-        return float(_cka_ratio(*_linear_feature_terms(Xc, Yc, debiased)))
-
     if kernel == "linear":
         K, L = _gram_linear(Xc), _gram_linear(Yc)
     else:

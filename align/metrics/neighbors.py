@@ -4,8 +4,11 @@ All follow Huh, Cheung, Wang & Isola (2024), "The Platonic Representation
 Hypothesis" (ICML), and its reference code (platonic-rep): rows are paired
 samples, rows are L2-normalised, neighbours are by cosine with self excluded.
 Unlike the reference code, nothing here builds an n×n matrix: neighbour lists
-come from :func:`align.knn` and overlaps are computed from the (n, k) index
-lists, so memory is O(n·k).
+come from :mod:`align.knn` and overlaps are computed from the (n, k) index
+lists, so memory is O(n·k) beyond the search itself (on the CPU from 4096 rows:
+one bfloat16 copy of one space at a time, n·d·2 bytes; below that, or on a GPU,
+one float32 unit-row copy). Inputs are read in their own precision, never copied
+to float64.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from typing import Any, Tuple
 
 import numpy as np
 
-from ..knn import normalize_rows, search_prepared
+from ..device import threads
+from ..knn import inverse_norms, self_neighbors
 from ..validation import as_matrix, check_k, check_nonzero_rows, check_paired
 
 __all__ = ["mutual_knn", "cycle_knn", "lcs_knn", "cknna", "neighbor_lists"]
@@ -23,42 +27,27 @@ __all__ = ["mutual_knn", "cycle_knn", "lcs_knn", "cknna", "neighbor_lists"]
 _PAIR_CHUNK = 4096
 
 
-def _prepare(X: Any, Y: Any, k: int, min_k: int = 1) -> Tuple[np.ndarray, np.ndarray, int]:
-    """Validated, L2-normalised float64 copies of X and Y, and k."""
-    X = as_matrix(X, "X", dtype=np.float64, min_rows=2)
-    Y = as_matrix(Y, "Y", dtype=np.float64, min_rows=2)
+def _validated(X: Any, Y: Any, k: int, min_k: int = 1) -> Tuple[np.ndarray, np.ndarray, int]:
+    """X and Y validated in their own float precision (no copy), and k."""
+    X = as_matrix(X, "X", min_rows=2)
+    Y = as_matrix(Y, "Y", min_rows=2)
     check_paired(X, Y)
     k = check_k(k, X.shape[0], "k")
     if k < min_k:
         raise ValueError(f"k must be >= {min_k} for this metric, got {k}")
     check_nonzero_rows(X, "X")
     check_nonzero_rows(Y, "Y")
-    return normalize_rows(X), normalize_rows(Y), k
-
-
-def _lists(Un: np.ndarray, k: int) -> np.ndarray:
-    """Neighbour index lists of unit rows (any float dtype); the search runs on a
-    float32 copy that lives only during it."""
-    U32 = np.ascontiguousarray(Un, dtype=np.float32)
-    return search_prepared(U32, U32, k, True)[1]
+    return X, Y, k
 
 
 def neighbor_lists(X: Any, Y: Any, k: int = 10) -> Tuple[np.ndarray, np.ndarray]:
     """The (n, k) cosine neighbour index lists of X and of Y (self excluded).
 
-    The search runs in float32: for float32 input the memory is one n×d unit-row
-    copy plus the search's block, never n×n.
+    One space at a time (see the module docstring for the memory), never n×n.
     """
-    X = as_matrix(X, "X", min_rows=2)
-    Y = as_matrix(Y, "Y", min_rows=2)
-    check_paired(X, Y)
-    k = check_k(k, X.shape[0], "k")
-    lists = []
-    for A, name in ((X, "X"), (Y, "Y")):  # one space's unit rows at a time
-        check_nonzero_rows(A, name)
-        # normalised in A's own precision: float64 input may exceed float32's range until then
-        lists.append(_lists(normalize_rows(A), k))
-    return lists[0], lists[1]
+    X, Y, k = _validated(X, Y, k)
+    with threads():
+        return self_neighbors(X, k), self_neighbors(Y, k)
 
 
 def _row_overlap(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -117,8 +106,9 @@ def lcs_knn(X: Any, Y: Any, k: int = 10) -> float:
     return float(_lcs_lengths(ix, iy).mean() / ix.shape[1])
 
 
-def _masked_kernel(Xn: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int):
-    """Sparse matrix with entries <x_i, x_j> at the given positions (Xn is float64)."""
+def _masked_kernel(X: np.ndarray, inv: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int):
+    """Sparse matrix with the cosines (x_i · x_j) inv_i inv_j at the given positions,
+    in float64, read from X in its own precision."""
     from scipy.sparse import csr_matrix
 
     vals = np.empty(rows.size, dtype=np.float64)
@@ -126,7 +116,9 @@ def _masked_kernel(Xn: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int):
     # float64 copies (4 GiB at n = 32k, k = 10, d = 768).
     for s in range(0, rows.size, _PAIR_CHUNK):
         e = min(rows.size, s + _PAIR_CHUNK)
-        vals[s:e] = np.einsum("ij,ij->i", Xn[rows[s:e]], Xn[cols[s:e]])
+        r, c = rows[s:e], cols[s:e]
+        # unit rows first (float64 rows beyond float32's range cannot overflow)
+        vals[s:e] = np.einsum("ij,ij->i", X[r] * inv[r, None], X[c] * inv[c, None])
     return csr_matrix((vals, (rows, cols)), shape=(n, n))
 
 
@@ -154,13 +146,21 @@ def cknna(X: Any, Y: Any, k: int = 10) -> float:
     with the unbiased HSIC estimator. Matches platonic-rep ``cknna`` (unbiased,
     not distance-agnostic; its 1e-6 in the denominator is omitted) but never
     forms the n×n kernels: kernel entries are computed in float64 only where α
-    is non-zero, so memory is O(n·k). Needs k >= 2 and n >= 4.
+    is non-zero, read from the inputs in chunks, so memory is O(n·k) beyond the
+    neighbour search. Needs k >= 2 and n >= 4.
     """
-    Xn, Yn, k = _prepare(X, Y, k, min_k=2)
-    n = Xn.shape[0]
+    X, Y, k = _validated(X, Y, k, min_k=2)
+    n = X.shape[0]
     if n < 4:
         raise ValueError(f"cknna needs at least 4 samples (unbiased HSIC), got {n}")
-    ix, iy = _lists(Xn, k), _lists(Yn, k)
+    with threads():
+        return _cknna(X, Y, k)
+
+
+def _cknna(X: np.ndarray, Y: np.ndarray, k: int) -> float:
+    n = X.shape[0]
+    ix, iy = self_neighbors(X, k), self_neighbors(Y, k)
+    inv_x, inv_y = inverse_norms(X), inverse_norms(Y)
     rows = np.repeat(np.arange(n), k)
     # α: neighbour pairs common to both lists; a pair (i, j) is in both iff it
     # appears twice in the concatenation of the two (unique-per-row) lists.
@@ -169,9 +169,9 @@ def cknna(X: Any, Y: Any, k: int = 10) -> float:
     both = uniq[counts == 2]
     r_b, c_b = both // n, both % n
     c_x, c_y = ix.ravel(), iy.ravel()
-    kl = _hsic_unbiased_sparse(_masked_kernel(Xn, r_b, c_b, n), _masked_kernel(Yn, r_b, c_b, n))
-    Kx = _masked_kernel(Xn, rows, c_x, n)
-    Ly = _masked_kernel(Yn, rows, c_y, n)
+    kl = _hsic_unbiased_sparse(_masked_kernel(X, inv_x, r_b, c_b, n), _masked_kernel(Y, inv_y, r_b, c_b, n))
+    Kx = _masked_kernel(X, inv_x, rows, c_x, n)
+    Ly = _masked_kernel(Y, inv_y, rows, c_y, n)
     kk = _hsic_unbiased_sparse(Kx, Kx)
     ll = _hsic_unbiased_sparse(Ly, Ly)
     denom = np.sqrt(kk * ll) if kk > 0 and ll > 0 else 0.0

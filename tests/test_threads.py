@@ -1,0 +1,145 @@
+"""Thread settings (align.device): set_threads / threads() / REPTRANS_THREADS, the
+automatic choice, and results that do not depend on the thread count.
+
+Behaviour only: no test measures wall time."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import torch
+from threadpoolctl import threadpool_info
+
+from align import device
+from align.device import THREADS_ENV, available_cores, get_threads, set_threads, threads, with_threads
+
+
+@pytest.fixture(autouse=True)
+def _clean(monkeypatch):
+    monkeypatch.delenv(THREADS_ENV, raising=False)
+    set_threads(None)
+    t0, n0 = torch.get_num_threads(), numba.get_num_threads()
+    yield
+    set_threads(None)
+    torch.set_num_threads(t0)
+    numba.set_num_threads(n0)
+
+
+def _blas_counts():
+    return {(i["prefix"], i["filepath"]): i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_set_threads_validates_its_argument(bad):
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        set_threads(bad)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.0, "x"])
+def test_threads_context_validates_its_argument(bad):
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        with threads(bad):
+            pass
+
+
+@pytest.mark.parametrize("raw", ["0", "-2", "two", "1.5"])
+def test_env_variable_is_validated_and_named(monkeypatch, raw):
+    monkeypatch.setenv(THREADS_ENV, raw)
+    with pytest.raises(ValueError, match="REPTRANS_THREADS must be a positive integer or 'auto'"):
+        get_threads()
+    import align
+
+    X = np.random.default_rng(0).standard_normal((50, 4))
+    with pytest.raises(ValueError, match="REPTRANS_THREADS"):
+        align.mutual_knn(X, X, k=3)  # every reptrans call reads it
+
+
+def test_env_variable_sets_the_count(monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert get_threads() == 1
+    monkeypatch.setenv(THREADS_ENV, "auto")
+    assert 1 <= get_threads() <= available_cores()
+    monkeypatch.setenv(THREADS_ENV, " 3 ")
+    assert get_threads() == 3
+
+
+def test_set_threads_overrides_env_and_none_goes_back(monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "3")
+    set_threads(1)
+    assert get_threads() == 1
+    set_threads(None)
+    assert get_threads() == 3
+
+
+def test_set_threads_applies_to_every_library_at_once():
+    import faiss
+
+    set_threads(1)
+    assert torch.get_num_threads() == 1
+    assert numba.get_num_threads() == 1
+    assert faiss.omp_get_max_threads() == 1
+    assert set(_blas_counts().values()) == {1}
+
+
+def test_threads_context_sets_and_restores():
+    torch.set_num_threads(2)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    before_blas = _blas_counts()
+    with threads(1) as n:
+        assert n == 1
+        assert torch.get_num_threads() == 1
+        assert numba.get_num_threads() == 1
+        assert set(_blas_counts().values()) == {1}
+    assert torch.get_num_threads() == 2
+    assert numba.get_num_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
+    assert _blas_counts() == before_blas
+
+
+def test_nested_reptrans_calls_keep_the_outer_count():
+    with threads(1):
+        with threads() as inner:  # what every reptrans function enters
+            assert inner == 1 and torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+
+
+def test_with_threads_decorator_uses_the_setting():
+    seen = []
+
+    @with_threads
+    def f():
+        seen.append(torch.get_num_threads())
+
+    set_threads(1)
+    f()
+    assert seen == [1]
+
+
+def test_automatic_choice_is_within_the_cores(monkeypatch):
+    n = get_threads()
+    assert 1 <= n <= available_cores()
+    # another process keeping every core busy: one thread
+    monkeypatch.setattr(device, "_busy_elsewhere", lambda: float(available_cores()))
+    set_threads(None)  # forget the cached measurement
+    assert get_threads() == 1
+    monkeypatch.setattr(device, "_busy_elsewhere", lambda: 0.0)
+    set_threads(None)
+    assert get_threads() == available_cores()
+    monkeypatch.setattr(device, "_busy_elsewhere", lambda: None)  # no /proc/stat: all cores
+    set_threads(None)
+    assert get_threads() == available_cores()
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    import align
+    from translate.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 32)).astype(np.float32)
+    Y = X + rng.standard_normal((600, 32)).astype(np.float32)
+    out = []
+    for n in (1, 2):
+        with threads(n):
+            out.append((align.mutual_knn(X, Y, k=5), align.cka(X, Y), align.svcca(X, Y), evaluate(Y, X)))
+    assert out[0][:3] == out[1][:3]
+    assert out[0][3] == out[1][3]
