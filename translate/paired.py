@@ -27,7 +27,7 @@ cross-lingual mappings of word embeddings", ACL): unit length, centre, unit leng
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -35,7 +35,7 @@ from align.device import one_blas_thread
 
 from .base import Translator
 
-__all__ = ["Procrustes", "Linear", "orthogonal_procrustes", "SpacePrep"]
+__all__ = ["Procrustes", "Linear", "orthogonal_procrustes", "SpacePrep", "check_map_state", "check_stats"]
 
 _EPS = 1e-12
 # Gram eigenvalues below this fraction of the largest count as zero (see orthogonal_procrustes).
@@ -137,6 +137,27 @@ class SpacePrep:
         return U + mean
 
 
+def check_map_state(t: Translator) -> None:
+    """A loaded linear translator's ``W_`` (d_in, d_out), ``mean_a_``, ``mean_b_`` and
+    ``stats_b_`` (:class:`SpacePrep`'s norms) must fit its widths; ValueError otherwise."""
+    name = type(t).__name__
+    expect = {"W_": (t.d_in_, t.d_out_), "mean_a_": (t.d_in_,), "mean_b_": (t.d_out_,)}
+    for attr, shape in expect.items():
+        arr = getattr(t, attr)
+        if tuple(arr.shape) != shape:
+            raise ValueError(f"{name}: saved {attr} has shape {tuple(arr.shape)}, expected {shape}")
+    check_stats(t.stats_b_, f"{name}: saved stats_b_")
+
+
+def check_stats(stats: Any, where: str) -> None:
+    """:class:`SpacePrep`'s saved norms: a dict of positive finite ``norm_in``, ``norm_mid``."""
+    if not isinstance(stats, dict) or set(stats) != {"norm_in", "norm_mid"}:
+        raise ValueError(f"{where} must hold norm_in and norm_mid, got {stats!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0
+               for v in stats.values()):
+        raise ValueError(f"{where} must be positive finite numbers, got {stats!r}")
+
+
 class _PairedBase(Translator):
     """Shared plumbing: preprocessing per space, a linear map ``W_`` and the inverse on B."""
 
@@ -169,17 +190,9 @@ class _PairedBase(Translator):
         return prep.inverse(U, self.mean_b_, self.stats_b_)
 
     def _check_state(self) -> None:
-        expect = {"W_": (self.d_in_, self.d_out_), "mean_a_": (self.d_in_,), "mean_b_": (self.d_out_,)}
-        for name, shape in expect.items():
-            arr = getattr(self, name)
-            if tuple(arr.shape) != shape:
-                raise ValueError(f"{type(self).__name__}: saved {name} has shape {tuple(arr.shape)}, expected {shape}")
+        check_map_state(self)
         if not isinstance(self.scale_, (int, float)) or not np.isfinite(self.scale_):
             raise ValueError(f"{type(self).__name__}: saved scale_ must be a finite number, got {self.scale_!r}")
-        if not isinstance(self.stats_b_, dict) or set(self.stats_b_) != {"norm_in", "norm_mid"}:
-            raise ValueError(f"{type(self).__name__}: saved stats_b_ must hold norm_in and norm_mid, got {self.stats_b_!r}")
-        if not all(isinstance(v, (int, float)) and np.isfinite(v) and v > 0 for v in self.stats_b_.values()):
-            raise ValueError(f"{type(self).__name__}: saved stats_b_ must be positive finite numbers, got {self.stats_b_!r}")
 
 
 class Procrustes(_PairedBase):

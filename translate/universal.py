@@ -49,7 +49,6 @@ JSON through :mod:`align.checkpoint`, like every translator.
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
@@ -60,7 +59,7 @@ from align.validation import as_matrix, check_pairs, check_positive_int, check_r
 
 from .base import NotFittedError, Translator
 from .matching import random_map
-from .paired import SpacePrep
+from .paired import SpacePrep, check_map_state, check_stats
 from .sync import (fix_gauge, joint_refine, latent_criterion, map_agreement, pair_space, spectral_sync,
                    sync_iterate)
 
@@ -73,14 +72,6 @@ _DIAG_ROWS = 1000
 
 def _prep() -> SpacePrep:
     return SpacePrep(center=True, normalize=True)
-
-
-def _check_stats(stats: Any, where: str) -> None:
-    if not isinstance(stats, dict) or set(stats) != {"norm_in", "norm_mid"}:
-        raise ValueError(f"{where} must hold norm_in and norm_mid, got {stats!r}")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-               for v in stats.values()):
-        raise ValueError(f"{where} must be positive finite numbers, got {stats!r}")
 
 
 class Universal(Translator):
@@ -511,7 +502,7 @@ class Universal(Translator):
         if not isinstance(self.stats_, dict) or set(self.stats_) != set(self.spaces_):
             raise ValueError("Universal: saved stats_ must hold one entry per space")
         for n, s in self.stats_.items():
-            _check_stats(s, f"Universal: saved stats_[{n!r}]")
+            check_stats(s, f"Universal: saved stats_[{n!r}]")
         if not isinstance(self.report_, dict) or set(self.report_) != set(self.spaces_):
             raise ValueError("Universal: saved report_ must hold one entry per space")
 
@@ -550,9 +541,4 @@ class PairTranslator(Translator):
         return _prep().inverse(_prep().apply(X, self.mean_a_) @ self.W_, self.mean_b_, self.stats_b_)
 
     def _check_state(self) -> None:
-        expect = {"W_": (self.d_in_, self.d_out_), "mean_a_": (self.d_in_,), "mean_b_": (self.d_out_,)}
-        for name, shape in expect.items():
-            if tuple(getattr(self, name).shape) != shape:
-                raise ValueError(f"PairTranslator: saved {name} has shape {tuple(getattr(self, name).shape)}, "
-                                 f"expected {shape}")
-        _check_stats(self.stats_b_, "PairTranslator: saved stats_b_")
+        check_map_state(self)
