@@ -694,3 +694,28 @@ def test_isometric_same_seed_same_map_in_two_processes(tmp_path):
     for tag in ("1", "2"):
         subprocess.run([sys.executable, "-c", code, str(tmp_path), tag], check=True, cwd=Path(__file__).parent.parent)
     np.testing.assert_array_equal(np.load(tmp_path / "W1.npy"), np.load(tmp_path / "W2.npy"))
+
+
+def test_translation_mutual_knn_moves_with_the_map():
+    """The right map keeps each row's target neighbourhood; a wrong rotation scores at chance
+    (k / (n - 1)), although it leaves the kNN graph of the translations unchanged."""
+    X, _, Xt, Yt, Q = iso_data(32, 32, n=50, n_test=800, sigma=0.0)
+    rng = np.random.default_rng(1)
+    right = evaluate(Xt @ Q, Yt, k=10)
+    wrong = evaluate(Xt @ _orth(rng, 32, 32), Yt, k=10)
+    assert right["mutual_knn"] == pytest.approx(1.0)
+    assert right["mutual_knn_chance"] == pytest.approx(10 / 799)
+    assert wrong["mutual_knn"] < 5 * wrong["mutual_knn_chance"]
+
+
+def test_translation_mutual_knn_by_hand():
+    """4 target rows at angles 0, 0.3, 0.7, 1.2; ŷ_0 lands on y_3. k = 1: ŷ_0's nearest pool
+    row other than y_0 is y_3, y_0's nearest other row is y_1 -> overlap 0; the other three
+    translations are exact -> mean 3/4."""
+    ang = np.array([0.0, 0.3, 0.7, 1.2])
+    Y = np.stack([np.cos(ang), np.sin(ang)], axis=1).astype(np.float32)
+    Yh = Y.copy()
+    Yh[0] = Y[3]
+    from translate.evaluate import translation_mutual_knn
+
+    assert translation_mutual_knn(Yh, Y, 1) == pytest.approx(0.75)
