@@ -17,10 +17,11 @@ import numpy as np
 from align.metrics.cca import pwcca, svcca
 from align.metrics.kernel import cka, rsa
 from align.metrics.mapping import linear_score, permutation_score, procrustes_score, soft_match_score
-from align.metrics.neighbors import cknna, cycle_knn, lcs_knn, mutual_knn
+from align.metrics.neighbors import cknna, cycle_knn, edit_distance_knn, lcs_knn, mutual_knn
 from align.validation import as_matrix, check_choice, check_positive_int
 
-__all__ = ["METRICS", "score", "chance_level"]
+# edit_distance_knn (platonic-rep) is importable from here but not yet in METRICS.
+__all__ = ["METRICS", "score", "chance_level", "edit_distance_knn"]
 
 METRICS: Dict[str, Callable[..., float]] = {
     # neighbourhoods (Huh et al. 2024)

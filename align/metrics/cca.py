@@ -156,7 +156,41 @@ def _cca(X: Any, Y: Any, keep: float, weights: bool = False) -> Tuple[np.ndarray
         return rho, np.abs(HtX).sum(axis=1)
 
 
-def svcca(X: Any, Y: Any, keep: float = 0.99) -> float:
+def _fixed_basis(Xc: np.ndarray, dims: int, name: str) -> np.ndarray:
+    """Orthonormal basis (n, dims) of the top ``dims`` singular directions of centred ``Xc``."""
+    U, s, _ = np.linalg.svd(Xc, full_matrices=False)
+    tol = (s[0] if s.size else 0.0) * max(Xc.shape) * np.finfo(np.float64).eps
+    rank = int(np.count_nonzero(s > tol))
+    if rank == 0:
+        raise ValueError(f"{name} has no variance (all rows are identical); CCA is undefined")
+    if dims > rank:
+        raise ValueError(f"dims={dims} exceeds the rank of the centred {name} ({rank}); use dims <= {rank}")
+    return U[:, :dims]
+
+
+def _svcca_fixed(X: Any, Y: Any, dims: Any) -> float:
+    if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims < 1:
+        raise ValueError(f"dims must be a positive integer (directions kept per side), got {dims!r}")
+    dims = int(dims)
+    X = as_matrix(X, "X", dtype=np.float64, min_rows=2)
+    Y = as_matrix(Y, "Y", dtype=np.float64, min_rows=2)
+    check_paired(X, Y)
+    with threads():
+        Qx = _fixed_basis(X - X.mean(axis=0), dims, "X")
+        Qy = _fixed_basis(Y - Y.mean(axis=0), dims, "Y")
+        n = X.shape[0]
+        if 2 * dims > n - 1:
+            warnings.warn(
+                f"CCA with {dims} + {dims} kept directions on only n={n} samples: the subspaces "
+                "intersect trivially and canonical correlations are inflated; use more samples or a smaller dims",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        rho = np.clip(np.linalg.svd(Qx.T @ Qy, compute_uv=False), 0.0, 1.0)
+    return float(rho.mean())
+
+
+def svcca(X: Any, Y: Any, keep: float = 0.99, dims: Optional[int] = None) -> float:
     """Singular vector CCA (Raghu et al. 2017).
 
     1. centre each representation's columns;
@@ -169,7 +203,16 @@ def svcca(X: Any, Y: Any, keep: float = 0.99) -> float:
     (svcca(X, X A) = 1), and to orthogonal transforms and isotropic scaling
     for any keep. Symmetric in X and Y. Canonical correlations are biased
     upward when k_x + k_y approaches n (a warning is raised past n - 1).
+
+    dims : keep exactly this many top singular directions on each side instead
+        of a variance fraction (``keep`` is then ignored); the score is the mean
+        of the ``dims`` canonical correlations. This is platonic-rep's
+        ``svcca(cca_dim=dims)`` computed exactly (it standardises each column
+        first and uses a randomised SVD and an iterative CCA; see
+        docs/from_platonic_rep.md). Must not exceed either side's rank.
     """
+    if dims is not None:
+        return _svcca_fixed(X, Y, dims)
     rho, _ = _cca(X, Y, keep)
     return float(rho.mean())
 

@@ -240,6 +240,7 @@ def cka(
     kernel: str = "linear",
     debiased: bool = False,
     sigma: Optional[float] = None,
+    bandwidth: Optional[float] = None,
 ) -> float:
     """Centred kernel alignment (Kornblith et al. 2019).
 
@@ -273,6 +274,10 @@ def cka(
         positive bias of CKA for independent high-dimensional data (biased CKA
         -> 1 as d / n grows even for independent X, Y).
     sigma : RBF bandwidth as a multiple of the median distance (rbf only).
+    bandwidth : *absolute* RBF bandwidth (rbf only, exclusive with ``sigma``):
+        K_ij = exp(-||x_i - x_j||² / (2 bandwidth²)), no median, as
+        platonic-rep's ``cka(kernel_metric='rbf', rbf_sigma=bandwidth)``. Not
+        invariant to scaling of either side.
 
     Returns a float in [0, 1] (debiased: can be slightly negative).
     """
@@ -289,6 +294,17 @@ def cka(
             raise ValueError("sigma is the RBF bandwidth multiplier; it applies only with kernel='rbf'")
         if isinstance(sigma, bool) or not np.isscalar(sigma) or not np.isfinite(sigma) or sigma <= 0:
             raise ValueError(f"sigma must be a positive finite number (bandwidth / median distance), got {sigma!r}")
+    if bandwidth is not None:
+        if kernel != "rbf":
+            raise ValueError("bandwidth is the absolute RBF bandwidth; it applies only with kernel='rbf'")
+        if sigma is not None:
+            raise ValueError("give either sigma (relative RBF bandwidth) or bandwidth (absolute), not both")
+        if (isinstance(bandwidth, bool) or not np.isscalar(bandwidth) or not np.isfinite(bandwidth)
+                or bandwidth <= 0):
+            raise ValueError(f"bandwidth must be a positive finite number (absolute RBF bandwidth), got {bandwidth!r}")
+        with threads():
+            return _cka_rbf_absolute(X.astype(np.float64, copy=False), Y.astype(np.float64, copy=False),
+                                     float(bandwidth), debiased)
     n = X.shape[0]
     if kernel == "linear" and n > max(X.shape[1], Y.shape[1]):
         with threads():
@@ -316,6 +332,30 @@ def _cka_dense(X: np.ndarray, Y: np.ndarray, kernel: str, debiased: bool, sigma:
     del K
     Lc = _center_gram(L, debiased)
     del L
+    return float(_cka_ratio(float(np.vdot(Kc, Lc)), float(np.vdot(Kc, Kc)), float(np.vdot(Lc, Lc))))
+
+
+def _cka_rbf_absolute(X: np.ndarray, Y: np.ndarray, bandwidth: float, debiased: bool) -> float:
+    """RBF CKA with an absolute bandwidth: K_ij = exp(-||x_i - x_j||² / (2 bandwidth²)), float64."""
+    n = X.shape[0]
+    _check_dense(n, "RBF CKA", "Use kernel='linear' (feature-space form, O(n d²), no n x n matrix)")
+    grams = []
+    for A, name in ((X, "X"), (Y, "Y")):
+        A = A - A.mean(axis=0)  # distances are unchanged; smaller rounding in the expansion below
+        if not A.any():
+            raise ValueError(f"{name} has no variance (all rows are identical); CKA is undefined")
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below
+            sq = np.einsum("ij,ij->i", A, A)
+            D2 = sq[:, None] + sq[None, :] - 2.0 * (A @ A.T)
+        if not np.isfinite(D2).all():
+            raise ValueError(f"{name}'s squared pairwise distances overflow float64; rescale {name} "
+                             "(and the bandwidth with it)")
+        np.maximum(D2, 0.0, out=D2)
+        np.fill_diagonal(D2, 0.0)
+        D2 *= -1.0 / (2.0 * bandwidth**2)
+        grams.append(np.exp(D2, out=D2))
+    Kc = _center_gram(grams[0], debiased)
+    Lc = _center_gram(grams[1], debiased)
     return float(_cka_ratio(float(np.vdot(Kc, Lc)), float(np.vdot(Kc, Kc)), float(np.vdot(Lc, Lc))))
 
 
