@@ -14,9 +14,9 @@ call and restores them afterwards. The count is, in this order:
 1. ``n`` passed to :func:`threads` (``with align.device.threads(1): ...``);
 2. the process setting of :func:`set_threads`;
 3. the environment variable ``REPTRANS_THREADS`` (a positive integer or ``auto``);
-4. automatic: the cores this process may run on minus those that other processes
-   keep busy, measured from ``/proc/stat`` over 50 ms (at most once every 5 s),
-   at least 1.
+4. automatic: the cores this process may run on (affinity mask, cgroup CPU
+   quota) minus those that other processes keep busy, measured from ``/proc/stat``
+   over 50 ms (at most once every 5 s), at least 1.
 
 Why automatic is not simply "all cores": BLAS / LAPACK thread pools spin while
 they wait for each other, and a thread that shares its core with another
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import numbers
 import os
 import sys
@@ -127,12 +128,40 @@ def _check_count(n: Any, name: str) -> int:
     return int(n)
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask), at least 1."""
+def _affinity() -> Optional[set]:
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        return set(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        return None
+
+
+def _cgroup_cpus() -> Optional[float]:
+    """The CPU quota of this process's cgroup in cores (v2 cpu.max, v1 cfs quota), if any."""
+    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
+                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), None])):
+        try:
+            with open(path) as f:
+                quota, period = parse(f.read())
+            if quota in ("max", "-1"):
+                return None
+            if period is None:
+                with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+                    period = f.read().strip()
+            return float(quota) / float(period)
+        except (OSError, ValueError, ZeroDivisionError):
+            continue
+    return None
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on: its affinity mask, capped by its cgroup's
+    CPU quota; at least 1."""
+    aff = _affinity()
+    n = len(aff) if aff else (os.cpu_count() or 1)
+    quota = _cgroup_cpus()
+    if quota is not None:
+        n = min(n, int(math.ceil(quota)))
+    return max(1, n)
 
 
 def _env_threads() -> Optional[int]:
@@ -148,32 +177,46 @@ def _env_threads() -> Optional[int]:
     return n
 
 
-def _cpu_times() -> Optional[tuple]:
-    """(busy, total) clock ticks of all CPUs, and this process's own (user + system)."""
+def _cpu_times(cpus: Optional[set]) -> Optional[tuple]:
+    """(busy, total) clock ticks of the CPUs this process may use (all when unknown),
+    how many CPUs that is, and this process's own ticks (user + system)."""
+    busy = total = count = 0
     try:
         with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
+            for line in f:
+                if not line.startswith("cpu") or line.startswith("cpu "):
+                    continue
+                name, *vals = line.split()
+                if not name[3:].isdigit():
+                    break
+                if cpus is not None and int(name[3:]) not in cpus:
+                    continue
+                fields = [int(x) for x in vals]
+                idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+                t = sum(fields[:8])  # guest time is already counted in user
+                busy, total, count = busy + t - idle, total + t, count + 1
         with open("/proc/self/stat") as f:
             own = f.read().rsplit(")", 1)[1].split()
     except (OSError, ValueError, IndexError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    total = sum(fields[:8])  # guest time is already counted in user
-    return total - idle, total, int(own[11]) + int(own[12])
+    if count == 0:
+        return None
+    return busy, total, count, int(own[11]) + int(own[12])
 
 
 def _busy_elsewhere() -> Optional[float]:
-    """Cores kept busy by other processes, averaged over a short window."""
-    a = _cpu_times()
+    """Cores (of those this process may use) kept busy by other processes,
+    averaged over a short window."""
+    cpus = _affinity()
+    a = _cpu_times(cpus)
     if a is None:
         return None
     time.sleep(_SAMPLE_S)
-    b = _cpu_times()
+    b = _cpu_times(cpus)
     if b is None or b[1] <= a[1]:
         return None
-    ncpu = os.cpu_count() or 1
-    busy = (b[0] - a[0]) - (b[2] - a[2])  # minus this process's own threads
-    return max(0.0, busy / (b[1] - a[1]) * ncpu)
+    busy = (b[0] - a[0]) - (b[3] - a[3])  # minus this process's own threads
+    return max(0.0, busy / (b[1] - a[1]) * b[2])
 
 
 def _auto_threads() -> int:

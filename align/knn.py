@@ -14,8 +14,10 @@ Backends, chosen at run time (never required):
   takes it for self-searches of >= 4096 rows when no GPU is present.
 
 Guarantees, whatever the backend:
-- memory O(n·k + block·n): queries go through in blocks;
-- float32 inside; numpy arrays or torch tensors in, numpy out;
+- memory O(n·k + block·n) beyond the validated rows (and, for ``symmetric``, one
+  copy of them in the filter precision): queries go through in blocks;
+- float32 products inside (``symmetric``: bfloat16 or float32 products that only
+  filter, float64 decisions); numpy arrays or torch tensors in, numpy out;
 - deterministic ties: among equal similarities the lower database index comes
   first (FAISS itself prefers the higher one, so rows whose k-th and (k+1)-th
   candidates tie are re-selected exactly);
@@ -51,6 +53,8 @@ _BLOCK_ELEMS = 1 << 26
 # 2.24 s (scripts/bench.py --cases tune-rr-16k).
 _SYM_BLOCK = 2048
 _SYM_MIN_ROWS = 4096
+# ... and the largest k it takes (its candidate lists hold ~2k + 32 entries per row).
+_SYM_MAX_K = 256
 
 
 def normalize_rows(X: np.ndarray) -> np.ndarray:
@@ -110,7 +114,8 @@ def self_neighbors(X: np.ndarray, k: int, *, min_rows: Optional[int] = None) -> 
     n = X.shape[0]
     min_rows = _SYM_MIN_ROWS if min_rows is None else min_rows
     with threads():
-        if _cpu_engines() and n >= min_rows and k < n - 1 and importlib.util.find_spec("numba") is not None:
+        if (_cpu_engines() and n >= min_rows and k < n - 1 and k <= _SYM_MAX_K
+                and importlib.util.find_spec("numba") is not None):
             from .selfknn import self_knn
 
             return self_knn(X, k, inverse_norms(X), _SYM_BLOCK)[1]
@@ -225,7 +230,7 @@ def search_prepared(
     boundary; everyone else calls :func:`knn`.
     """
     nq, nd = Q.shape[0], D.shape[0]
-    if _symmetric_engine(Q, D, exclude_self, backend):
+    if _symmetric_engine(Q, D, exclude_self, backend) and (backend == "symmetric" or k <= _SYM_MAX_K):
         from .selfknn import self_knn
 
         # exact already: ties settled in float64, lower index first

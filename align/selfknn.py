@@ -6,9 +6,9 @@ engine.
 
 What "exact" means here
 -----------------------
-The similarity of rows i and j is ``s_ij = (x_i · x_j) inv_i inv_j`` evaluated in
-float64 (``inv`` = inverse row norms for cosine, ones for a plain inner
-product), one fixed summation order, so equal rows give equal values. Every
+The similarity of rows i and j is ``s_ij = Σ_t (x_it inv_i)(x_jt inv_j)``
+evaluated in float64 (``inv`` = inverse row norms for cosine, ones for a plain
+inner product), one fixed summation order, so equal rows give equal values. Every
 returned neighbour list and rank is exact for these values: neighbours sorted
 by (similarity desc, index asc), ranks counted with ``>=``. The block products
 only *filter*: they decide which few entries per row need an exact value.
@@ -20,27 +20,31 @@ rounded to a filter precision: bfloat16 where the CPU multiplies it much faster
 than float32 (AMX / AVX512-BF16: 3-8x here), else float32. For a filter value
 s̃_ij the error is bounded rigorously, row by row::
 
-    |s̃_ij - s_ij| <= eps_i = a_i (N + b) + N_i b + (gamma + r) (N_i + a_i)(N + b)
+    |s̃_ij - s_ij| <= E_i + r |s̃_ij|,
+    E_i = a_i (N + b) + N_i b + (gamma + 1e-9) (N_i + a_i)(N + b) + 1e-30
 
 with a_i = ||ũ_i - u_i|| (measured, float64), N_i = ||u_i||, N, b the largest
-N_j, b_j of the other side, gamma = 2 (d + 4) 2^-24 (float32 accumulation), r =
-2^-9 for a bfloat16 output (one round-to-nearest) and 0 for float32, plus a
-1e-9 relative margin for the float64 evaluation. A row keeps every entry with
-s̃ >= tau_i - 2 eps_i (tau_i = its k-th largest s̃ so far, rising as blocks go
-by): the exact top k is always among them. Ranks count entries with s̃ above
-s_ii + eps_i for certain and evaluate exactly only those within eps_i of s_ii.
+N_j, a_j of the other side, gamma = 2 (d + 4) 2^-24 (float32 accumulation), and
+r the relative rounding of the block's output: 2^-8 / (1 - 2^-8) for bfloat16
+(round to nearest even, 8-bit significand), 0 for float32. A row keeps every
+entry whose largest possible exact value reaches the smallest possible exact
+value of its k-th neighbour so far (which only rises as blocks go by): the exact
+top k is always among them. Ranks count entries whose smallest possible exact
+value reaches s_ii for certain, and evaluate exactly only the entries that might
+go either way. ``tests/test_knn.py`` checks the bound on every entry of block
+products of isotropic and strongly anisotropic rows.
 
-A row whose kept entries overflow their buffer (many entries within 2 eps of
+A row whose kept entries overflow their buffer (many entries within the bound of
 its k-th neighbour: duplicates, or an untranslated query whose true match sits
-in the bulk) is redone with a float32 filter (eps ~ 1e-4 of bfloat16's) and a
+in the bulk) is redone with a float32 filter (a bound ~1e-4 of bfloat16's) and a
 larger buffer, and as a last resort exactly against every row. Results never
 depend on which route a row took, on the block size or on the thread count.
 
 Per block, compiled passes (numba) read the block once along its rows (and, for
 the symmetric search, once down its columns for the rows of the other block):
-32 entries at a time are compared with the row's threshold key (bfloat16 bits
-as an order-preserving integer), and only a chunk holding a hit is looked at
-entry by entry. Memory: the database in the filter precision (n·d·2 bytes for
+the largest of 64 entries (bfloat16 bits as order-preserving integers, one
+vectorised reduction) is compared with the row's threshold, and only a chunk
+that reaches it is looked at entry by entry. Memory: the database in the filter precision (n·d·2 bytes for
 bfloat16), one block × block buffer, and per row a few dozen candidates.
 """
 

@@ -143,3 +143,18 @@ def test_results_do_not_depend_on_the_thread_count():
             out.append((align.mutual_knn(X, Y, k=5), align.cka(X, Y), align.svcca(X, Y), evaluate(Y, X)))
     assert out[0][:3] == out[1][:3]
     assert out[0][3] == out[1][3]
+
+
+def test_available_cores_respects_affinity_and_cgroup_quota(monkeypatch):
+    monkeypatch.setattr(device, "_affinity", lambda: {0, 1, 2, 3})
+    monkeypatch.setattr(device, "_cgroup_cpus", lambda: None)
+    assert available_cores() == 4
+    monkeypatch.setattr(device, "_cgroup_cpus", lambda: 1.5)  # cpu.max 150000 100000
+    assert available_cores() == 2
+    monkeypatch.setattr(device, "_affinity", lambda: {3})
+    assert available_cores() == 1
+
+
+def test_busy_elsewhere_reads_proc_stat():
+    busy = device._busy_elsewhere()
+    assert busy is None or 0.0 <= busy <= len(device._affinity() or range(1)) + 1e-9
