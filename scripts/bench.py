@@ -37,6 +37,17 @@ Cases (``--cases`` takes case names or group names):
   ``tune-rr-{16k,100k}``: the same variants timed round robin in one process
   (fairer on a shared machine; times only).
 
+- ``limit-{evaluate-100k,mknn-100k,cka-100k,cknna-32k,svcca-3k,threads}``: the rows of
+  issue "Performance toward the limit". Each implementation runs side by side with its
+  baseline in ONE child process (alternately, ``rounds`` times): one n×n×d float32
+  product for the kNN rows (the ratio is "products"), platonic-rep's ``svcca`` for
+  SVCCA (on the same threads, and on its library's default threads); the peak RSS of
+  every timed call beyond the inputs. ``limit-threads`` times fits and metrics with no
+  extra load and while a busy-loop process started by the bench holds a core, with the
+  automatic thread count and with all cores, beside a one-thread Python loop (the
+  machine's floor). ``--n`` runs the limit rows at another size; ``--render`` writes the
+  tables from saved JSON.
+
 A case whose module does not exist yet is reported as skipped, not an error.
 
 Method
