@@ -137,12 +137,12 @@ def paired_search(Q: np.ndarray, D: np.ndarray, k: int, block_size: Optional[int
     """
     if not _cpu_engines() or importlib.util.find_spec("numba") is None:
         return None
-    from .selfknn import _Rep, filter_precision, paired_rank_knn, self_knn
+    from .selfknn import Rep, filter_precision, paired_rank_knn, self_knn
 
     block = block_size or _SYM_BLOCK
     with threads():
         iq, idd = inverse_norms(Q), inverse_norms(D)
-        rep = _Rep(D, idd, filter_precision())
+        rep = Rep(D, idd, filter_precision())
         near_d = self_knn(D, k, idd, block, progress=progress, rep=rep)[1]
         ranks, cos, near_q = paired_rank_knn(Q, D, k, iq, idd, block, progress=progress, rep_d=rep)
     return ranks, cos, near_q, near_d

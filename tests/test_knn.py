@@ -209,6 +209,7 @@ def test_symmetric_equals_torch_engine_with_duplicates_and_ties(n):
 # neighbours and ranks exactly, and both must equal the reference paths.
 
 from align import selfknn  # noqa: E402
+from align import _kernels  # noqa: E402
 from align.knn import inverse_norms, paired_search, self_neighbors  # noqa: E402
 
 PRECISIONS = ["bf16", "fp32"]
@@ -312,7 +313,7 @@ def test_filter_error_stays_within_its_bound(precision, d):
     for shift in (0.0, 3.0):
         X = (rng.standard_normal((400, d)) + shift * rng.standard_normal(d)).astype(np.float32)
         inv = inverse_norms(X)
-        rep = selfknn._Rep(X, inv, precision)
+        rep = selfknn.Rep(X, inv, precision)
         E = rep.eps(slice(None), rep)
         approx = (rep.T @ rep.T.T).double().numpy()
         U = X.astype(np.float64) * inv[:, None]
@@ -331,15 +332,15 @@ def test_bfloat16_keys_order_like_values_and_floor_keys_are_exact():
         out = np.empty(bits.size, dtype=np.int16)
         val = np.empty(bits.size)
         for t in range(bits.size):
-            out[t] = selfknn._key(bits[t])
-            val[t] = selfknn._decode(bits[t])
+            out[t] = _kernels._key(bits[t])
+            val[t] = _kernels._decode(bits[t])
         return out, val
 
     @numba.njit
     def floors(L):
         out = np.empty(L.size, dtype=np.int16)
         for t in range(L.size):
-            out[t] = selfknn._floor_key(L[t], np.int16(0))
+            out[t] = _kernels._floor_key(L[t], np.int16(0))
         return out
 
     bits = np.arange(-32768, 32768, dtype=np.int32).astype(np.int16)
