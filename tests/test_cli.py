@@ -59,6 +59,7 @@ def spaces(tmp_path_factory):
 # -- round trips ---------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fit_eval_round_trip(spaces, tmp_path):
     out_json = tmp_path / "res.json"
     r = reptrans("eval", "--model", spaces["model"], "--source", spaces["At"], "--target", spaces["Bt"],
@@ -69,6 +70,7 @@ def test_fit_eval_round_trip(spaces, tmp_path):
     assert "| Procrustes |" in r.stdout
 
 
+@pytest.mark.slow
 def test_compare_prints_values_and_chance(spaces, tmp_path):
     out_json = tmp_path / "cmp.json"
     r = reptrans("compare", spaces["A"], spaces["B"], "--metric", "mutual_knn, cka,procrustes", "--json", out_json)
@@ -80,6 +82,7 @@ def test_compare_prints_values_and_chance(spaces, tmp_path):
     assert "| metric | value | chance |" in r.stdout
 
 
+@pytest.mark.slow
 def test_transform_streams_in_chunks_to_each_format(spaces, tmp_path):
     import translate
 
@@ -149,6 +152,7 @@ def test_zero_byte_npy(spaces, tmp_path):
     ("one_d", ("B:", "2-D")),
     ("rows", ("A and B", "same number of rows", "100 and 500")),
 ])
+@pytest.mark.slow
 def test_compare_bad_inputs_exit_2(spaces, tmp_path, case, needles):
     a, b = spaces["A"], spaces["B"]
     if case == "nan":
@@ -195,6 +199,7 @@ def test_unsupported_input_format(spaces, tmp_path, ext):
                        "--source", ".npy, .safetensors", "FAISS")
 
 
+@pytest.mark.slow
 def test_compare_json_is_valid_without_chance(spaces, tmp_path):
     out = tmp_path / "c.json"
     r = reptrans("compare", spaces["A"], spaces["B"], "--metric", "cka", "--no-chance", "--json", out)
@@ -225,6 +230,7 @@ def test_embed_refuses_missing_extension(tmp_path):
     assert not (tmp_path / "out_noext").exists() and not (tmp_path / "out_noext.npy").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_without_traceback(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("a", "b"):
@@ -293,6 +299,7 @@ def test_eval_refuses_k_at_least_pool(spaces):
                                 spaces["Bt"], "--k", "5000"), "--k 5000", "between 1 and 99")
 
 
+@pytest.mark.slow
 def test_metric_names_are_checked(spaces):
     err = assert_usage_error(reptrans("compare", spaces["A"], spaces["B"], "--metric", "cka, nope"),
                              "--metric", "'nope'")

@@ -31,6 +31,7 @@ def test_gloss_split_definition_and_examples():
     ]
 
 
+@pytest.mark.slow
 @needs_wordnet
 def test_wordnet_size_determinism_and_cleaning():
     texts = load_corpus("wordnet")

@@ -48,6 +48,7 @@ def test_encode_bad_args(kwargs, match):
         encode(progress=False, **kwargs)
 
 
+@pytest.mark.slow
 def test_local_folder_encoder(tmp_path):
     """A local sentence-transformers folder is an encoder: same embeddings as the packaged
     model it copies, a cache key from its files' digest that changes when a file changes,

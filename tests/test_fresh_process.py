@@ -104,6 +104,7 @@ def saved(tmp_path_factory):
     return {"root": root, "outputs": models, **data}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(TRANSLATORS))
 def test_api_load_in_a_fresh_process(saved, name, tmp_path):
     root = saved["root"]
@@ -140,6 +141,7 @@ def _has_module(name: str) -> bool:
 CLI_CASES = [n if n in ("Procrustes", "Vec2Vec") else pytest.param(n, marks=pytest.mark.slow) for n in TRANSLATORS]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", CLI_CASES)
 def test_cli_eval_in_a_fresh_process(saved, name, tmp_path):
     root = saved["root"]
@@ -241,6 +243,7 @@ print(type(a).__name__)
 """
 
 
+@pytest.mark.slow
 def test_contrastive_aligner_loads_in_a_fresh_process(saved, tmp_path):
     pytest.importorskip("torch")
     X_test, Y_test = saved["X_test"], saved["Y_test"]

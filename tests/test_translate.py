@@ -681,6 +681,7 @@ def test_centroid_anchors_match_clusters_of_a_rotated_cloud():
     assert cos.min() > 0.99
 
 
+@pytest.mark.slow
 def test_isometric_same_seed_same_map_in_two_processes(tmp_path):
     import subprocess
     import sys

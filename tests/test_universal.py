@@ -68,6 +68,7 @@ def three():
 # recovery, cycles, the latent
 
 
+@pytest.mark.slow
 def test_universal_recovers_every_ordered_pair(three):
     u, _, test = three
     assert u.spaces_ == list(NAMES) and u.excluded_ == [] and u.latent_dim_ == 40
@@ -137,6 +138,7 @@ def test_pair_translator_estimator_contract(tmp_path):
         PairTranslator(source="x", target="x").fit(train["a"], train["b"])
 
 
+@pytest.mark.slow
 def test_misfit_space_is_reported_and_others_unaffected():
     """A Gaussian with c's mean and covariance has no structure to align: it is left
     out of the latent, said so in report_, and the three real spaces still translate."""
@@ -201,6 +203,7 @@ def test_save_load_keeps_an_excluded_space_excluded(tmp_path):
         v.transform(train["a"], source="a", target="b")
 
 
+@pytest.mark.slow
 def test_same_seed_same_result_and_known_pairs():
     train, test = spaces_data(widths=(24, 32), n=500, n_test=200)
     u1, u2 = (Universal(isometric=ISO, seed=3, progress=False).fit({"a": train["a"], "b": train["b"]})
@@ -337,6 +340,7 @@ def _translatability_sets(seed, d=32, n=1000):
     return X, rotated, noisier, gaussian
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_translatability_ranks_structure_above_noise_above_gaussian(seed):
     X, rotated, noisier, gaussian = _translatability_sets(seed)

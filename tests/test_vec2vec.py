@@ -483,6 +483,7 @@ def test_unfitted_init_translator_is_fitted_first():
     assert cos.min() > 0.999
 
 
+@pytest.mark.slow
 def test_callbacks_see_every_step_and_can_stop_training(tmp_path):
     X, Y, _ = make_data()
     seen = []
