@@ -115,6 +115,8 @@ INITS = ("anchors", "signature", "random")
 _MIN_ROWS = 20
 # Held-out rows per side are capped: the criterion needs a few thousand at most.
 _MAX_VAL = 2000
+# Rows per side subsampled for each k-means run of init="anchors" (mini-vec2vec uses 10k).
+_ANCHOR_ROWS = 10000
 # Polishing stops when fewer than this fraction of matched pairs change.
 _POLISH_CHANGE = 0.005
 
@@ -422,7 +424,7 @@ class Isometric(Translator):
             if self._known is not None:  # known pairs are anchors that need no matching
                 Aa, Ab = self._known
             else:
-                Aa, Ab = centroid_anchors(Xf, Yf, self.n_clusters, self.anchor_runs, self.qap_restarts, 10000, rng)
+                Aa, Ab = centroid_anchors(Xf, Yf, self.n_clusters, self.anchor_runs, self.qap_restarts, _ANCHOR_ROWS, rng)
             T = relative_targets(Xf, Yf, Aa, Ab, self.soft_k)
             return self._procrustes(cross(Xf, T), len(Xf))
         # at most 80% of the rows, so that every restart starts from another subsample
