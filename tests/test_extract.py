@@ -33,6 +33,26 @@ def test_encoders_load_offline(name, dim, gap, monkeypatch):
     assert encoders.load_encoder(name) is encoders.load_encoder(name)
 
 
+def test_glove_is_the_mean_of_word_vectors():
+    """`glove`: a text embeds as the mean of its in-vocabulary GloVe rows, case and
+    punctuation handled as documented, unknown words skipped, no word left -> zero row;
+    normalize=True gives unit rows; paraphrase above unrelated as for the others."""
+    g = encoders.load_encoder("glove")
+    king, queen = (np.asarray(g.vectors[g.row[w]], dtype=np.float32) for w in ("king", "queen"))
+    emb = encode(["King", "the King, queen", "qzxqzxq", "King qzxqzxq"], encoder="glove", progress=False)
+    assert emb.shape == (4, 50) and ENCODERS["glove"].dim == 50
+    np.testing.assert_allclose(emb[0], king, rtol=1e-6)
+    the, comma = (np.asarray(g.vectors[g.row[w]], dtype=np.float64) for w in ("the", ","))
+    np.testing.assert_allclose(emb[1], (the + king + comma + queen) / 4, rtol=1e-5, atol=1e-6)
+    assert not emb[2].any()
+    np.testing.assert_allclose(emb[3], king, rtol=1e-6)
+    unit = encode(["A dog runs across the park.", "A puppy is running on the grass.",
+                   "Interest rates rose sharply this quarter."], encoder="glove", normalize=True, progress=False)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    sims = unit @ unit.T
+    assert sims[0, 1] > sims[0, 2] and sims[0, 1] > sims[1, 2]
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument("--overwrite", action="store_true", help=f"replace existing {what} (refused otherwise)")
 
     e = add("embed", "embed corpus texts with a sentence encoder (cached in resumable chunks)")
-    e.add_argument("--encoder", default="minilm", help="a packaged encoder name (minilm, mpnet, e5) or the path "
+    e.add_argument("--encoder", default="minilm", help="a packaged encoder name (minilm, mpnet, e5, glove) or the path "
                    "of a local sentence-transformers model folder (default: minilm)")
     e.add_argument("--corpus", default="wordnet", help="'wordnet' (bundled) or a text file, one text per line")
     e.add_argument("--n", type=int, default=None, help="number of texts (default: all from --start)")
