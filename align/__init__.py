@@ -21,6 +21,7 @@ _EXPORTS = {
     "mutual_knn": "align.metrics.neighbors",
     "cycle_knn": "align.metrics.neighbors",
     "lcs_knn": "align.metrics.neighbors",
+    "edit_distance_knn": "align.metrics.neighbors",
     "cknna": "align.metrics.neighbors",
     "cka": "align.metrics.kernel",
     "hsic": "align.metrics.kernel",

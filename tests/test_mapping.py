@@ -260,7 +260,7 @@ def test_linear_bad_alpha(alpha):
 
 # --------------------------------------------------------------------------- registry
 EXPECTED = {
-    "mutual_knn", "cycle_knn", "lcs_knn", "cknna", "cka", "cka_debiased", "cka_rbf", "rsa",
+    "mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna", "cka", "cka_debiased", "cka_rbf", "rsa",
     "svcca", "pwcca", "linear", "procrustes", "permutation", "soft_match",
 }
 

@@ -43,7 +43,7 @@ from .cli_support import (
 from .tables import markdown_table, to_json
 
 METHODS = tuple(METHOD_CLASSES)
-NEIGHBOUR_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "cknna")
+NEIGHBOUR_METRICS = ("mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cknna")
 #: library argument names -> this command's option names, for messages
 ARG_NAMES: Dict[str, Dict[str, str]] = {
     "fit": {"X": "--source", "Y": "--target"},

@@ -20,7 +20,6 @@ from align.metrics.mapping import linear_score, permutation_score, procrustes_sc
 from align.metrics.neighbors import cknna, cycle_knn, edit_distance_knn, lcs_knn, mutual_knn
 from align.validation import as_matrix, check_choice, check_positive_int
 
-# edit_distance_knn (platonic-rep) is importable from here but not yet in METRICS.
 __all__ = ["METRICS", "score", "chance_level", "edit_distance_knn"]
 
 METRICS: Dict[str, Callable[..., float]] = {
@@ -28,6 +27,7 @@ METRICS: Dict[str, Callable[..., float]] = {
     "mutual_knn": mutual_knn,
     "cycle_knn": cycle_knn,
     "lcs_knn": lcs_knn,
+    "edit_distance_knn": edit_distance_knn,
     "cknna": cknna,
     # kernels
     "cka": cka,
