@@ -682,19 +682,34 @@ def test_centroid_anchors_match_clusters_of_a_rotated_cloud():
 
 
 @pytest.mark.slow
-def test_isometric_same_seed_same_map_in_two_processes(tmp_path):
+def test_isometric_same_seed_same_map_in_any_process(tmp_path):
+    """Same seed, same map, bit for bit: two fresh processes on 1 and 2 threads (the
+    automatic thread count follows the machine's load, so it differs between runs), one
+    of them on a misaligned copy of the input, and the `reptrans fit` command."""
+    import os
     import subprocess
     import sys
 
+    root = Path(__file__).parent.parent
     X, Y, *_ = iso_data(24, 24, n=600, n_test=10, seed=3)
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "Y.npy", Y)
     code = ("import numpy as np, sys; from translate.isometric import Isometric; d = sys.argv[1]; "
-            "m = Isometric(seed=5, n_init=2, progress=False).fit(np.load(d + '/X.npy'), np.load(d + '/Y.npy')); "
+            "X = np.load(d + '/X.npy'); buf = np.empty(X.size + 1, X.dtype); "
+            "Xm = buf[1:].reshape(X.shape) if sys.argv[2] == '2' else X; Xm[...] = X; "
+            "m = Isometric(seed=5, n_init=2, progress=False).fit(Xm, np.load(d + '/Y.npy')); "
             "np.save(d + '/W' + sys.argv[2] + '.npy', m.W_)")
     for tag in ("1", "2"):
-        subprocess.run([sys.executable, "-c", code, str(tmp_path), tag], check=True, cwd=Path(__file__).parent.parent)
-    np.testing.assert_array_equal(np.load(tmp_path / "W1.npy"), np.load(tmp_path / "W2.npy"))
+        env = {**os.environ, "REPTRANS_THREADS": tag}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path), tag], check=True, cwd=root, env=env)
+    subprocess.run([sys.executable, "-m", "translate.cli", "fit", "--method", "isometric", "--source",
+                    str(tmp_path / "X.npy"), "--target", str(tmp_path / "Y.npy"), "-o", str(tmp_path / "cli"),
+                    "--seed", "5", "--param", "n_init=2"], check=True, cwd=root, capture_output=True)
+    W1 = np.load(tmp_path / "W1.npy")
+    np.testing.assert_array_equal(W1, np.load(tmp_path / "W2.npy"))
+    from translate import load
+
+    np.testing.assert_array_equal(W1, load(tmp_path / "cli").W_)
 
 
 def test_translation_mutual_knn_moves_with_the_map():

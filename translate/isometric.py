@@ -168,11 +168,12 @@ class Isometric(Translator):
         entropic plans and their temperatures (geometric from start to end). Measured on
         minilm -> e5, 5k per side, 20 pairs: 15 plans 0.768, 30 plans 0.81; ending at
         0.02 instead of 0.03: 0.786.
-    seed : seeds every random choice. Within one process the same seed gives the
-        same map (tested); between processes, on the real 11.5k fits, the same seed
-        has taken different paths (minilm -> mpnet seed 0: top-1 0.993 in 67 s, then
-        0.994 in 87 s), so floating-point rounding differs somewhere (multi-threaded
-        BLAS / FAISS, memory alignment: not pinned down) and the search amplifies it.
+    seed : seeds every random choice. The same seed gives the same map bit for bit
+        in one process, in two fresh processes on 1 and 2 threads, on a misaligned copy
+        of the input, and through ``reptrans fit`` (``tests/test_translate.py``; also
+        measured on minilm -> mpnet with 3000 texts per side: API on 1 and 2 threads and
+        the CLI gave identical translations). A map can still change with the library
+        builds underneath (numpy's BLAS, FAISS, numba), whose rounding the search amplifies.
     progress : show a tqdm bar.
 
     Attributes after fit
