@@ -19,8 +19,15 @@ extension, a non-flat FAISS index, object or string dtypes, a missing key -- rai
 Reading never holds a large file in memory twice: :meth:`ArrayFile.read` returns the
 memory map itself (npy, safetensors float32/float64), and :meth:`ArrayFile.chunks`
 yields bounded blocks of rows for streaming. :class:`ArrayWriter` writes rows as they
-come (npy through ``open_memmap``, safetensors after a header written up front, FAISS
-into an index saved at the end) to a temporary file renamed into place on success.
+come (npy and safetensors after a header written up front, FAISS into an index saved at
+the end) to a temporary file renamed into place on success.
+
+Streaming uses plain file reads and writes, not memory maps: every page of a map that
+was touched stays mapped, and counted in the process's resident set, until the map is
+closed, so a map-backed stream of a 1.5 GB file ends holding 1.5 GB of RSS (the kernel
+can drop those pages, but only under memory pressure, and every tool and limit that
+reads RSS sees them). Through ``read``/``write`` the data passes through the page cache,
+which belongs to no process; the stream itself holds one block at a time.
 """
 
 from __future__ import annotations
@@ -124,10 +131,14 @@ class ArrayFile:
     """
 
     def __init__(self, path: Path, name: str, fmt: str, shape: Tuple[int, int], dtype: Any,
-                 source: Any, key: Optional[str] = None, faiss_metric: Optional[str] = None):
+                 source: Any, key: Optional[str] = None, faiss_metric: Optional[str] = None,
+                 offset: Optional[int] = None):
         self.path, self.name, self.format, self.key = path, name, fmt, key
         self.shape, self.dtype, self.faiss_metric = shape, dtype, faiss_metric
         self.source = source  # memory map (npy, safetensors) or FAISS index
+        # byte offset of row 0 when the rows lie in the file in C order, one after the
+        # other (what :meth:`chunks` reads directly); None: read through ``source``
+        self.offset = offset
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -139,7 +150,10 @@ class ArrayFile:
         """Rows ``[start, stop)`` as a float32 or float64 array (float16 / bfloat16 widened)."""
         if self.format == "faiss":
             return self.source.reconstruct_n(int(start), int(stop - start))
-        block = self.source[start:stop]
+        return self._widen(self.source[start:stop])
+
+    def _widen(self, block: np.ndarray) -> np.ndarray:
+        """A block as stored -> float32 / float64 (bfloat16 and float16 widened to float32)."""
         if self.dtype == "bfloat16":
             return (np.asarray(block, dtype=np.uint32) << 16).view(np.float32)
         if block.dtype.itemsize < 4:
@@ -147,9 +161,32 @@ class ArrayFile:
         return block
 
     def chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[Tuple[int, np.ndarray]]:
-        """``(start, rows)`` blocks of at most ``chunk_rows`` rows, in order."""
-        for start in range(0, self.shape[0], chunk_rows):
-            yield start, self.rows(start, min(start + chunk_rows, self.shape[0]))
+        """``(start, rows)`` blocks of at most ``chunk_rows`` rows, in order.
+
+        npy and safetensors blocks are read with plain file reads into a new array each
+        (see the module docstring: a memory map would keep every block it passed
+        resident); FAISS indexes and Fortran-ordered npy files go through ``source``.
+        """
+        n = self.shape[0]
+        if self.offset is None:
+            for start in range(0, n, chunk_rows):
+                yield start, self.rows(start, min(start + chunk_rows, n))
+            return
+        stored = self.source.dtype
+        row_bytes = self.shape[1] * stored.itemsize
+        with open(self.path, "rb", buffering=0) as fh:
+            for start in range(0, n, chunk_rows):
+                block = np.empty((min(start + chunk_rows, n) - start, self.shape[1]), dtype=stored)
+                fh.seek(self.offset + start * row_bytes)
+                view, got = memoryview(block).cast("B"), 0
+                while got < len(view):  # a raw read may return fewer bytes than asked
+                    r = fh.readinto(view[got:])
+                    if not r:
+                        raise ValueError(f"{self.name}: {str(self.path)!r} ended at byte "
+                                         f"{self.offset + start * row_bytes + got} while reading rows "
+                                         f"{start}..{start + len(block)} (truncated while being read?)")
+                    got += r
+                yield start, self._widen(block)
 
     def read(self) -> np.ndarray:
         """The whole array: the memory map itself for npy / safetensors float32 and
@@ -200,7 +237,8 @@ def _open_npy(path: Path, name: str) -> ArrayFile:
         raise ValueError(f"{name}: {str(path)!r} is not a readable .npy array ({exc})") from None
     _check_dtype(arr.dtype, name, path)
     shape2 = _check_shape(arr.shape, name, path)
-    return ArrayFile(path, name, "npy", shape2, arr.dtype, arr)
+    offset = int(arr.offset) if isinstance(arr, np.memmap) and arr.flags.c_contiguous else None
+    return ArrayFile(path, name, "npy", shape2, arr.dtype, arr, offset=offset)
 
 
 def _open_safetensors(path: Path, name: str, key: Optional[str], key_option: str) -> ArrayFile:
@@ -244,7 +282,8 @@ def _open_safetensors(path: Path, name: str, key: Optional[str], key_option: str
         raise ValueError(f"{name}: {str(path)!r}{what} is truncated or inconsistent: shape {tuple(shape)} {tag} "
                          f"needs {shape2[0] * shape2[1] * dtype.itemsize} bytes at offset {start}, file has {size}")
     arr = np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape2)
-    return ArrayFile(path, name, "safetensors", shape2, "bfloat16" if tag == "BF16" else dtype, arr, key=key)
+    return ArrayFile(path, name, "safetensors", shape2, "bfloat16" if tag == "BF16" else dtype, arr, key=key,
+                     offset=start)
 
 
 def _faiss():
@@ -346,6 +385,16 @@ def check_output_path(path: PathLike, name: str = "-o", overwrite: bool = False,
     return p
 
 
+def _write_npy_header(fh: Any, dtype: np.dtype, shape: Tuple[int, int]) -> None:
+    """The .npy header ``np.save`` writes for a C-ordered array of ``dtype`` and ``shape``:
+    format 1.0, or 2.0 when the header does not fit 1.0 (numpy's own choice)."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    try:
+        np.lib.format.write_array_header_1_0(fh, header)
+    except ValueError:  # header longer than 65535 bytes
+        np.lib.format.write_array_header_2_0(fh, header)
+
+
 class ArrayWriter:
     """Write an (n_rows, n_cols) float array to ``path`` block by block.
 
@@ -354,6 +403,10 @@ class ArrayWriter:
     Rows go to a temporary file next to ``path``; :meth:`close` checks that every row
     was written and renames it into place, :meth:`abort` removes it. As a context
     manager it closes on success and aborts on any exception (Ctrl-C included).
+
+    npy and safetensors files are written with plain file writes after their header
+    (an npy file is byte for byte what ``np.save`` writes), so the writer holds no more
+    than the block it is given (see the module docstring).
     """
 
     def __init__(self, path: PathLike, n_rows: int, n_cols: int, name: str = "-o", key: str = "embeddings",
@@ -367,7 +420,7 @@ class ArrayWriter:
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
         os.close(fd)
         self.tmp = Path(tmp)
-        self._fh = self._mm = self._index = None
+        self._fh = self._index = None
         try:
             self._start(key, faiss_metric)
         except BaseException:
@@ -377,7 +430,8 @@ class ArrayWriter:
     def _start(self, key: str, faiss_metric: Optional[str]) -> None:
         name = self.name
         if self.format == "npy":
-            self._mm = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=self.shape)
+            self._fh = open(self.tmp, "wb")
+            _write_npy_header(self._fh, self.dtype, self.shape)
         elif self.format == "safetensors":
             tag = _ST_TAGS.get(self.dtype)
             if tag is None:
@@ -398,10 +452,9 @@ class ArrayWriter:
         if rows.ndim != 2 or rows.shape[1] != self.shape[1] or self.written + len(rows) > self.shape[0]:
             raise ValueError(f"{self.name}: block of shape {rows.shape} does not fit the remaining "
                              f"{self.shape[0] - self.written} rows x {self.shape[1]} columns")
-        if self._mm is not None:
-            self._mm[self.written : self.written + len(rows)] = rows
-        elif self._fh is not None:
-            self._fh.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+        if self._fh is not None:
+            # through a memoryview: tobytes() would copy the block once more
+            self._fh.write(memoryview(np.ascontiguousarray(rows, dtype=self.dtype)).cast("B"))
         else:
             self._index.add(np.ascontiguousarray(rows, dtype=np.float32))
         self.written += len(rows)
@@ -412,10 +465,7 @@ class ArrayWriter:
             self.abort()
             raise ValueError(f"{self.name}: {self.written} of {self.shape[0]} rows were written; nothing saved")
         try:
-            if self._mm is not None:
-                self._mm.flush()
-                self._mm = None
-            elif self._fh is not None:
+            if self._fh is not None:
                 self._fh.close()
                 self._fh = None
             else:
@@ -430,7 +480,7 @@ class ArrayWriter:
 
     def abort(self) -> None:
         """Drop what was written; ``path`` is left as it was."""
-        self._mm = self._index = None
+        self._index = None
         if self._fh is not None:
             self._fh.close()
             self._fh = None

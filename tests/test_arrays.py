@@ -257,3 +257,59 @@ def test_check_output_path(tmp_path):
         check_output_path(tmp_path / "m", "-o", folder=True)
     with pytest.raises(ValueError, match=r"is a file; the output is a folder"):
         check_output_path(f, "-o", folder=True)
+
+
+# -- streaming without memory maps ---------------------------------------------
+# ArrayWriter writes .npy with a header and plain writes, ArrayFile.chunks reads npy and
+# safetensors with plain reads: a memory map would keep every page it passed resident.
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, ">f4"])
+def test_streamed_npy_is_np_save_byte_for_byte(tmp_path, X, dtype):
+    A = X.astype(dtype)
+    ref, out = tmp_path / "ref.npy", tmp_path / "out.npy"
+    np.save(ref, A.astype(A.dtype.newbyteorder("<")))  # ArrayWriter stores little-endian
+    with ArrayWriter(out, *A.shape, dtype=A.dtype) as w:
+        for s in range(0, len(A), 7):
+            w.write(A[s : s + 7])
+    assert out.read_bytes() == ref.read_bytes()
+    assert np.array_equal(np.load(out), A)
+
+
+def _chunk_cases(tmp_path, X):
+    import torch
+    from safetensors.numpy import save_file
+    from safetensors.torch import save_file as save_torch
+
+    np.save(tmp_path / "c.npy", X)
+    np.save(tmp_path / "h.npy", X.astype(np.float16))
+    np.save(tmp_path / "b.npy", X.astype(">f8"))
+    np.save(tmp_path / "f.npy", np.asfortranarray(X))  # Fortran order: read through the map
+    save_file({"a": X[:, :2].copy(), "emb": X}, str(tmp_path / "s.safetensors"))
+    save_torch({"e": torch.from_numpy(X).to(torch.bfloat16)}, str(tmp_path / "bf.safetensors"))
+    return [(tmp_path / "c.npy", None), (tmp_path / "h.npy", None), (tmp_path / "b.npy", None),
+            (tmp_path / "f.npy", None), (tmp_path / "s.safetensors", "emb"), (tmp_path / "bf.safetensors", None)]
+
+
+def test_chunks_read_from_the_file_equal_the_memory_map(tmp_path, X):
+    for path, key in _chunk_cases(tmp_path, X):
+        f = open_array(path, key=key)
+        assert (f.offset is None) == path.name.startswith("f."), path
+        whole = np.asarray(f.rows(0, len(f)))
+        for rows in (1, 7, 50, 64):
+            blocks = list(f.chunks(rows))
+            assert [s for s, _ in blocks] == list(range(0, 50, rows))
+            assert all(b.dtype == whole.dtype for _, b in blocks), path  # as stored, or widened alike
+            assert np.array_equal(np.concatenate([b for _, b in blocks]), whole), (path, rows)
+            if f.offset is not None:
+                assert not any(isinstance(b, np.memmap) for _, b in blocks)
+
+
+def test_chunks_name_a_file_truncated_while_reading(tmp_path, X):
+    p = tmp_path / "x.npy"
+    np.save(p, X)
+    f = open_array(p, "--input")
+    with open(p, "r+b") as fh:
+        fh.truncate(p.stat().st_size - 100)
+    with pytest.raises(ValueError, match=r"^--input: .*ended at byte .*rows 32\.\.48"):
+        list(f.chunks(16))

@@ -9,6 +9,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +179,27 @@ def test_quick_limit_rows_run(tmp_path):
     assert s["base_s"] > 0 and s["base_default_s"] > 0 and 0 <= s["base_value"] <= 1
     assert rows["limit-cka-5k"]["limit"]["base_s"] is None
     assert "| align.mutual_knn, n=5000, d=768 |" in proc.stdout
+
+
+def test_peak_anon_sees_an_allocation(bench):
+    with bench.PeakAnon() as pa:
+        a = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
+        time.sleep(0.05)  # at least one sample while it is held
+        del a
+    assert pa.anon_peak >= 48 << 20 and pa.rss_peak >= 48 << 20, (pa.anon_peak, pa.rss_peak)
+
+
+def test_transform_row_runs_and_cleans_up(bench):
+    setup, run = bench._transform_row()
+    p = {"n": 3000, "seed": 0, "rounds": 1, "chunk_rows": 1000}
+    inp = setup(p)
+    out = run(inp, p)
+    assert not inp["dir"].exists()  # the input, model and output files are removed
+    assert out["impl_value"] == 0.0  # the streamed file equals the translator applied in memory
+    assert out["base_s"][0] > 0 and out["impl_s"][0] > 0
+    assert out["chunk_mib"] == pytest.approx(1000 * (384 + 768) * 4 / 2**20)
+    case = next(c for c in bench.build_cases(quick=True, k=10, seed=0) if c.params.get("kind") == "transform")
+    lim = bench._limit_summary(case, {"status": "ok", "value": out})
+    assert lim["anon_peak_mib"] is not None and lim["met"] in (True, False)
+    row = {"case": case.name, "group": "limit", "params": case.params, "reptrans": {"status": "ok"}, "limit": lim}
+    assert "≤ 2 chunks" in bench.limit_tables([row])
