@@ -41,7 +41,8 @@ Cases (``--cases`` takes case names or group names):
   issue "Performance toward the limit". Each implementation runs side by side with its
   baseline in ONE child process (alternately, ``rounds`` times): one n×n×d float32
   product for the kNN rows (the ratio is "products"), platonic-rep's ``svcca`` for
-  SVCCA (on the same threads, and on its library's default threads); the peak RSS of
+  SVCCA (on the same threads, and on its library's default threads; the row also times
+  ``svcca(dims=10)``, the baseline's 10 directions computed exactly); the peak RSS of
   every timed call beyond the inputs. ``limit-threads`` times fits and metrics with no
   extra load and while a busy-loop process started by the bench holds a core, with the
   automatic thread count and with all cores, beside a one-thread Python loop (the
@@ -846,6 +847,8 @@ def _threads_ctx():
     return threads()
 
 
+SVCCA_DIMS = 10  # platonic_svcca's cca_dim
+
 LIMIT_ROWS: Dict[str, Dict[str, Any]] = {
     "evaluate": {"label": "translate.evaluate", "unit": "product", "target_ratio": 1.2, "target_mib": 500},
     "mknn": {"label": "align.mutual_knn", "unit": "product", "target_ratio": 1.15, "target_mib": None},
@@ -1043,6 +1046,12 @@ def _limit(kind: str):
                     out["impl_s"].append(time.perf_counter() - t0)
                 out["impl_peak_mib"].append(pm.peak / MiB)
                 out["mem_method"] = pm.method
+                if kind == "svcca":  # like for like: platonic-rep's 10 directions, computed exactly
+                    from align.metrics.cca import svcca
+
+                    t0 = time.perf_counter()
+                    out["impl_dims_value"] = svcca(*inp["args"], dims=SVCCA_DIMS)
+                    out.setdefault("impl_dims_s", []).append(time.perf_counter() - t0)
         out["load_avg"] = list(os.getloadavg())
         return out
 
@@ -1524,6 +1533,7 @@ def _limit_summary(case: Case, r: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     bd = min(v["base_default_s"]) if v.get("base_default_s") else None
     return {"impl_s": it, "base_s": bt, "ratio": ratio, "peak_mib": peak, "met": all(met) if met else None,
             "chunk_mib": chunk, "anon_peak_mib": anon, "peak_per_round_mib": v["impl_peak_mib"],
+            "dims_s": min(v["impl_dims_s"]) if v.get("impl_dims_s") else None, "dims_value": v.get("impl_dims_value"),
             "base_default_s": bd, "ratio_vs_default_threads": _ratio(it, bd),
             "threads": v["threads"], "impl_value": v.get("impl_value"), "base_value": v.get("base_value"),
             "load_avg": v.get("load_avg"), "mem_method": v.get("mem_method")}
@@ -1591,6 +1601,9 @@ def limit_tables(rows: List[Dict[str, Any]]) -> str:
         if lim.get("base_default_s"):
             vtxt += (f"; baseline on its library's default threads {lim['base_default_s']:.3g} s "
                      f"({lim['ratio_vs_default_threads']:.2f}×)")
+        if lim.get("dims_s") and lim.get("base_s"):
+            vtxt += (f"; svcca(dims={SVCCA_DIMS}), the baseline's {SVCCA_DIMS} directions exactly: "
+                     f"{lim['dims_s']:.3g} s ({lim['dims_s'] / lim['base_s']:.2f}×), {lim['dims_value']:.6g}")
         cells.append({
             "row": f"{spec['label']}, {size}", "baseline (unit)": _LIMIT_UNIT_LABEL[spec["unit"]],
             "time": f"{lim['impl_s']:.3g} s", "baseline time": f"{lim['base_s']:.3g} s" if lim["base_s"] else "—",

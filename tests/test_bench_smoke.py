@@ -177,6 +177,7 @@ def test_quick_limit_rows_run(tmp_path):
     assert m["ratio"] > 0 and m["peak_mib"] >= 0 and 0 <= m["impl_value"] <= 1
     s = rows["limit-svcca-1k"]["limit"]
     assert s["base_s"] > 0 and s["base_default_s"] > 0 and 0 <= s["base_value"] <= 1
+    assert s["dims_s"] > 0 and 0 <= s["dims_value"] <= 1  # svcca(dims=10) beside it
     assert rows["limit-cka-5k"]["limit"]["base_s"] is None
     assert "| align.mutual_knn, n=5000, d=768 |" in proc.stdout
 

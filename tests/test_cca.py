@@ -183,3 +183,36 @@ def test_rank_deficient_and_ill_conditioned_data_take_the_svd_route(monkeypatch)
     assert calls  # fell back to the SVD
     _svd_route(monkeypatch)
     assert v == pytest.approx(pwcca(X, Y), abs=1e-12)
+
+
+# svcca(dims=...): the top ``dims`` eigenpairs of the Gram (a subset when dims <= d / 4)
+# instead of the SVD of the data, under the same conditioning bound
+
+
+@pytest.mark.parametrize("dims", [1, 3, 10, 30, 40])
+def test_fixed_dims_gram_route_equals_svd_route(monkeypatch, dims):
+    rng = np.random.default_rng(15)
+    Z = rng.standard_normal((500, 6))
+    X = Z @ rng.standard_normal((6, 40)) + rng.standard_normal((500, 40)) * np.geomspace(1, 0.1, 40)
+    Y = Z @ rng.standard_normal((6, 48)) + 0.5 * rng.standard_normal((500, 48))
+    calls = []
+    real = cmod._fixed_basis
+    monkeypatch.setattr(cmod, "_fixed_basis", lambda *a: calls.append(a[2]) or real(*a))
+    fast = svcca(X, Y, dims=dims)
+    assert not calls  # the Gram route answered
+    _svd_route(monkeypatch)
+    assert fast == pytest.approx(svcca(X, Y, dims=dims), abs=1e-12)
+    assert calls
+
+
+def test_fixed_dims_past_the_rank_or_wider_than_rows_take_the_svd_route():
+    rng = np.random.default_rng(16)
+    X = rng.standard_normal((200, 5))
+    X = np.hstack([X, X[:, :2] @ rng.standard_normal((2, 3))])  # rank 5 of 8 columns
+    Y = rng.standard_normal((200, 8))
+    assert cmod._gram_top(X - X.mean(0), 6) is None  # below the conditioning bound
+    with pytest.raises(ValueError, match=r"dims=6 exceeds the rank of the centred X \(5\)"):
+        svcca(X, Y, dims=6)
+    W = rng.standard_normal((20, 30))  # n < d: no Gram route
+    assert cmod._gram_top(W - W.mean(0), 3) is None
+    assert 0.0 <= svcca(W, rng.standard_normal((20, 30)), dims=3) <= 1.0

@@ -18,7 +18,16 @@ the data squares its condition number, so this route is taken only when every
 kept direction has s >= 1e-4 s_max (eigenvector error ~ 1e-16 (s_max/s)², far
 below 1e-6) and no variance fraction lies within 1e-9 of ``keep``; otherwise
 (rank-deficient or ill-conditioned data, n < d) the SVD of the data itself is
-used. n = 3000, d = 768: 0.3-0.5 s instead of 2-3 s on one core.
+used. n = 3000, d = 768: 0.3-0.5 s instead of 2-3 s on one core. ``svcca(dims=k)``
+takes the same route with only the top k eigenpairs of each Gram (dims = 10: ~0.5 s
+instead of ~2.5-2.9 s on one loaded core).
+
+Where the time of ``svcca(keep=0.99)`` goes at n = 3000, d = 768 (one core): two Grams
+and X_cᵀY_c (in float64: the inputs' exactness) ~1/3, the two eigendecompositions
+~0.45, the final d×d products and eigvalsh ~0.2. Computing only the dropped directions'
+eigenvectors (tridiagonal reduction + MRRR on an index range) and whitening with a
+Cholesky factor was measured too: the same values, but the triangular solves cost what
+the eigenvectors saved (0.86 s vs 0.88 s), so it is not used.
 
 References
 ----------
@@ -70,6 +79,9 @@ _GRAM_MIN_EIG = 1e-8
 _GRAM_KEEP_MARGIN = 1e-9
 # SVCCA with at least this many canonical correlations takes them from eigvalsh(MᵀM).
 _EIGVALS_MIN = 128
+# svcca(dims=...): eigenvectors of the top dims only while dims <= d / this (measured at
+# d = 768: dsyevr's subset costs 0.07 s for 10, 0.22 s for 200, 0.92 s for 700; eigh 0.2 s)
+_SUBSET_EIG_FRACTION = 4
 
 
 def _gram_basis(G: np.ndarray, keep: float, name: str) -> Optional[Tuple[np.ndarray, np.ndarray]]:
@@ -168,6 +180,34 @@ def _fixed_basis(Xc: np.ndarray, dims: int, name: str) -> np.ndarray:
     return U[:, :dims]
 
 
+def _gram_top(Xc: np.ndarray, dims: int) -> Optional[np.ndarray]:
+    """Orthonormal basis (n, dims) of the top ``dims`` singular directions of centred
+    ``Xc`` from the top ``dims`` eigenpairs of its Gram matrix (n >= d), or None when
+    the SVD of the data must decide (a kept direction below the Gram route's
+    conditioning bound, which includes a ``dims`` past the rank).
+
+    Only ``dims`` eigenvectors are computed (LAPACK dsyevr on an index range; all of
+    them when dims > d / 4, where that is faster), and the basis is X_c V S⁻¹: with
+    dims = 10 at n = 3000, d = 768 this is ~5x faster than the thin SVD of the data
+    (0.5 s instead of 2.4-2.8 s on one loaded core), to the same rounding (see the module
+    docstring)."""
+    from scipy.linalg import eigh
+
+    d = Xc.shape[1]
+    if Xc.shape[0] < d or dims > d:
+        return None
+    G = Xc.T @ Xc
+    if dims * _SUBSET_EIG_FRACTION <= d:
+        lam, V = eigh(G, subset_by_index=[d - dims, d - 1], check_finite=False)
+    else:  # many directions: the full eigendecomposition is faster than dsyevr's subset
+        lam, V = np.linalg.eigh(G)
+        lam, V = lam[d - dims :], V[:, d - dims :]
+    lam, V = lam[::-1], V[:, ::-1]  # lam[0] is the largest eigenvalue
+    if not lam[0] > 0 or lam[-1] < _GRAM_MIN_EIG * lam[0]:
+        return None
+    return (Xc @ V) / np.sqrt(lam)
+
+
 def _svcca_fixed(X: Any, Y: Any, dims: Any) -> float:
     if isinstance(dims, bool) or not isinstance(dims, numbers.Integral) or dims < 1:
         raise ValueError(f"dims must be a positive integer (directions kept per side), got {dims!r}")
@@ -176,8 +216,12 @@ def _svcca_fixed(X: Any, Y: Any, dims: Any) -> float:
     Y = as_matrix(Y, "Y", dtype=np.float64, min_rows=2)
     check_paired(X, Y)
     with threads():
-        Qx = _fixed_basis(X - X.mean(axis=0), dims, "X")
-        Qy = _fixed_basis(Y - Y.mean(axis=0), dims, "Y")
+        Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+        Qx = _gram_top(Xc, dims)
+        Qy = _gram_top(Yc, dims) if Qx is not None else None
+        if Qx is None or Qy is None:
+            Qx = _fixed_basis(Xc, dims, "X")
+            Qy = _fixed_basis(Yc, dims, "Y")
         n = X.shape[0]
         if 2 * dims > n - 1:
             warnings.warn(
