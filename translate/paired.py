@@ -47,6 +47,11 @@ def _unit_rows(Z: np.ndarray) -> np.ndarray:
     return Z / np.maximum(n, _EPS)
 
 
+def _unit_rows_inplace(Z: np.ndarray) -> None:
+    n = np.linalg.norm(Z, axis=1, keepdims=True)
+    Z /= np.maximum(n, _EPS)
+
+
 def orthogonal_procrustes(M: np.ndarray) -> np.ndarray:
     """Polar factor ``U Vᵀ`` of the cross-covariance ``M = Xᵀ Y`` (d_a, d_b).
 
@@ -122,19 +127,25 @@ class SpacePrep:
             Zc = _unit_rows(Zc)
         return mean.astype(np.float32), {"norm_in": norm_in, "norm_mid": norm_mid}, Zc.astype(np.float32)
 
+    # apply and inverse make one new array and work in it: `reptrans transform` streams
+    # chunks through them, and each temporary would be one more chunk held in memory.
     def apply(self, Z: np.ndarray, mean: np.ndarray) -> np.ndarray:
-        Z = Z.astype(np.float32, copy=False)
+        Z = np.array(Z, dtype=np.float32)
         if self.normalize:
-            Z = _unit_rows(Z)
-        Z = Z - mean
+            _unit_rows_inplace(Z)
+        Z -= mean
         if self.normalize:
-            Z = _unit_rows(Z)
-        return Z.astype(np.float32, copy=False)
+            _unit_rows_inplace(Z)
+        return Z
 
     def inverse(self, U: np.ndarray, mean: np.ndarray, stats: Dict[str, float]) -> np.ndarray:
-        if self.normalize:
-            return stats["norm_in"] * (stats["norm_mid"] * _unit_rows(U) + mean)
-        return U + mean
+        if not self.normalize:
+            return U + mean
+        Z = _unit_rows(U)
+        Z *= stats["norm_mid"]
+        Z += mean
+        Z *= stats["norm_in"]
+        return Z
 
 
 def check_map_state(t: Translator) -> None:
