@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from align.device import one_blas_thread
 from align.knn import knn
 
 from .paired import orthogonal_procrustes
@@ -106,12 +107,20 @@ def csls_match(A: np.ndarray, B: np.ndarray, k: int) -> Tuple[np.ndarray, np.nda
 def signatures(Z: np.ndarray, n_quantiles: int) -> np.ndarray:
     """Rotation-invariant row descriptors: sorted rows of sqrt(Z Zᵀ) (VecMap).
 
-    ``Z = U S Vᵀ`` gives ``sqrt(Z Zᵀ) = U S Uᵀ``; each row is sorted in
-    decreasing order and read at ``n_quantiles`` log-spaced positions (dense at
-    the top, where the nearest neighbours are), then unit-centre-unit normalised.
+    ``Z = U S Vᵀ`` gives ``sqrt(Z Zᵀ) = U S Uᵀ = F Fᵀ`` with ``F = Z V S^{-1/2}``, V and
+    S² from the eigendecomposition of the small Gram ``Zᵀ Z`` (d × d): the same matrix
+    as from the SVD of Z (5e-15 apart at 4000 × 384), 10x faster under load. Directions
+    with no energy (a centred Z has one) add nothing to ``U S Uᵀ`` and are dropped.
+    Each row is sorted in decreasing order and read at ``n_quantiles`` log-spaced
+    positions (dense at the top, where the nearest neighbours are), then
+    unit-centre-unit normalised.
     """
-    U, S, _ = np.linalg.svd(Z.astype(np.float64), full_matrices=False)
-    G = (U * S) @ U.T
+    Z64 = Z.astype(np.float64)
+    with one_blas_thread():
+        lam, V = np.linalg.eigh(Z64.T @ Z64)
+    keep = lam > 1e-12 * max(lam[-1], 0.0)
+    F = Z64 @ (V[:, keep] / lam[keep] ** 0.25)
+    G = F @ F.T
     G = -np.sort(-G, axis=1)
     m = G.shape[1]
     if n_quantiles < m:
@@ -140,12 +149,15 @@ def block_assignment(A: np.ndarray, B: np.ndarray, block: int, rng: np.random.Ge
     pa = np.array_split(rng.permutation(len(A)), n_blocks)
     pb = np.array_split(rng.permutation(len(B)), n_blocks)
     I, J, s = [], [], []
-    for ca, cb in zip(pa, pb):
-        S = A[ca] @ B[cb].T
-        r, c = linear_sum_assignment(S, maximize=True)
-        I.append(ca[r])
-        J.append(cb[c])
-        s.append(S[r, c])
+    # blocks of a few hundred rows: a BLAS thread pool only adds its spin-waits
+    # (4000 rows, blocks of 250, two cores under load: 1.08 s with 2 threads, 0.43 s with 1)
+    with one_blas_thread():
+        for ca, cb in zip(pa, pb):
+            S = A[ca] @ B[cb].T
+            r, c = linear_sum_assignment(S, maximize=True)
+            I.append(ca[r])
+            J.append(cb[c])
+            s.append(S[r, c])
     return np.concatenate(I), np.concatenate(J), float(np.concatenate(s).mean())
 
 
