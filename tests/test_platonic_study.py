@@ -114,6 +114,23 @@ def test_rank_test_hand_case(ps):
     assert np.mean(np.array(ps_) < 0.05) <= 0.2
 
 
+def test_rank_test_stratified_removes_a_confound(ps):
+    """Alignment that follows a group (a network's width) and competence that follows the
+    same group: significant when shuffled freely, not when shuffled within the groups."""
+    rng = np.random.default_rng(5)
+    models = [f"g{g}m{i}" for g in range(3) for i in range(5)]
+    group = {m: m[:2] for m in models}
+    comp = {m: int(m[1]) + 0.1 * rng.random() for m in models}  # within a group: noise unrelated to alignment
+    pairs = [(a, b, min(int(a[1]), int(b[1])) + 0.01 * rng.random())
+             for i, a in enumerate(models) for b in models[i + 1:]]
+    free = ps.rank_test(comp, pairs, 1000, seed=0)
+    strat = ps.rank_test(comp, pairs, 1000, seed=0, strata=group)
+    assert free["rho"] == strat["rho"] and free["rho"] > 0.5
+    assert free["p_perm"] < 0.01 and strat["p_perm"] > 0.05 and strat["stratified"]
+    # the stratified shuffles keep each model's competence inside its group
+    assert strat["null_mean"] > 0.5
+
+
 def test_rank_test_null_is_the_spearman_of_shuffled_competences(ps):
     """The vectorised null equals scipy's Spearman recomputed for each shuffle."""
     from scipy.stats import spearmanr
@@ -225,6 +242,7 @@ def test_quick_end_to_end(ps, tmp_path):
             for s in ("all", "cross"):
                 for c in ("min", "mean"):
                     assert {"rho", "p_perm", "p_naive", "null_mean", "null_q95", "n_pairs"} <= set(t[f"{m} {s} {c}"])
+            assert t[f"{m} cross min stratified"]["stratified"]
         assert set(t["per_model_cross_mknn"]) == set(res[part]["models"])
         for r in res[part]["pairs"].values():
             for m in ("mknn", "cknna", "cka"):
@@ -233,12 +251,12 @@ def test_quick_end_to_end(ps, tmp_path):
     assert len(res["vision"]["models"]) == 4 and all(0 <= a <= 1 for a in res["vision"]["competence"].values())
     assert {"top1", "top10", "mrr"} <= set(next(iter(res["language"]["competence"].values())))
     sc = res["colour"]["scores"]
-    assert len(sc) == 8
+    assert len(sc) == 12 and all(sc[f"{e} single"]["n"] < sc[f"{e} name"]["n"] for e in ps.SYNTH)
     for r in sc.values():
         assert r["rsa_fast_check"] < 1e-9  # the vectorised shuffled RSA agrees with align.rsa
         for m in ("mknn", "cka", "rsa"):
             assert {m, f"{m}_chance", f"{m}_p", f"{m}_null_q95"} <= set(r)
-    assert set(res["colour"]["mds"]) == {f"{e} {f}" for e in ["CIELAB", *ps.SYNTH] for f in ("name", "phrase")}
+    assert set(res["colour"]["mds"]) == {f"{e} {f}" for e in ["CIELAB", *ps.SYNTH] for f in ("name", "phrase", "single")}
     text = md.read_text()
     assert "## Verdicts" in text and "## 2. Colour" in text
     for v in ps.verdicts(res).values():
