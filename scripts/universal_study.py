@@ -9,7 +9,7 @@ multilingual-e5-small (e5, 384-d), on WordNet texts. Each encoder gets its *own*
 so no fit sees a pair. Held-out pairs: texts [23000, 23000 + pool) embedded by all
 three (the candidate pool of every top-1). Per ordered pair a -> b:
 
-- ``oracle``: translate.Procrustes fitted on n *paired* texts (mpnet's training
+- ``oracle``: translate.Procrustes(normalize=True) fitted on n *paired* texts (mpnet's training
   texts [23000 - n, 23000), embedded by both encoders): the ceiling;
 - ``isometric``: translate.Isometric(seed=s).fit(train_a, train_b): each pair alone;
 - ``universal``: one translate.Universal(seed=s).fit({minilm, mpnet, e5}) per seed,
@@ -148,7 +148,8 @@ def plan(args, lay) -> List[Tuple[str, Any]]:
         from translate.paired import Procrustes
 
         t0 = time.perf_counter()
-        m = Procrustes().fit(rows(a, *lay["oracle"], args), rows(b, *lay["oracle"], args))
+        # VecMap's normalisation (unit, centre, unit), as the unpaired fits preprocess
+        m = Procrustes(normalize=True).fit(rows(a, *lay["oracle"], args), rows(b, *lay["oracle"], args))
         return {**_metrics(m.transform(test(a)), test(b)), "seconds": time.perf_counter() - t0}
 
     def cka(a, b):
@@ -336,7 +337,7 @@ def markdown(results: Optional[Dict[str, Any]], command: str) -> str:
             f"{cfg['n_train']} different texts per encoder (minilm {rng(lay['train']['minilm'])}, e5 "
             f"{rng(lay['train']['e5'])}, mpnet {rng(lay['train']['mpnet'])}), seeds {sm['seeds']}; top-1 over the "
             f"{cfg['pool']} held-out texts {rng(lay['test'])} embedded by all three (the candidate pool). Oracle: "
-            f"Procrustes on the {cfg['n_train']} paired texts {rng(lay['oracle'])}."
+            f"Procrustes(normalize=True) on the {cfg['n_train']} paired texts {rng(lay['oracle'])}."
             + (" **Synthetic stand-in data (`--synthetic`), not the real encoders.**" if cfg.get("synthetic") else ""),
             ""]
     cols = ["pair", "oracle", "isometric", "isometric min", "universal", "universal min", "translatability",
