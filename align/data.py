@@ -285,6 +285,7 @@ def embed_corpus(
     normalize: bool = False,
     cache_key: Optional[str] = None,
     device: Optional[str] = None,
+    cached_only: bool = False,
 ) -> np.ndarray:
     """Embed texts with a sentence encoder, cached on disk in resumable chunks.
 
@@ -305,6 +306,8 @@ def embed_corpus(
     cache_key : names a custom encoder in the cache; overrides the default
         ``"<name>-<package version>"`` key of a named one.
     device : torch device for a named encoder (default: CUDA when present).
+    cached_only : never embed: a ``ValueError`` names the first texts missing from the
+        cache instead (studies that must not start an hour of encoding by accident).
 
     Returns a float32 array of shape (number of texts selected, d).
     """
@@ -346,6 +349,10 @@ def embed_corpus(
                 continue
         todo.append(i)
 
+    if todo and cached_only:
+        _, _, a, b = pieces[todo[0]]
+        raise ValueError(f"cached_only=True but {key} embeddings of {label} [{a}, {b}) are not in {folder} "
+                         f"({len(todo)} of {len(pieces)} chunks missing); embed them first")
     cached = sum(r.shape[0] for r in results if r is not None)
     total = hi - lo
     with tqdm(total=total, initial=cached, desc=f"embed {key} ({label})", unit="text", disable=not progress) as bar:

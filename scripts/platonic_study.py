@@ -224,35 +224,29 @@ class SyntheticEncoder:
 SYNTH = {"s-good": ("good", 32, 0.2), "s-mid": ("mid", 24, 0.8), "s-bad": ("bad", 24, 3.0), "s-worse": ("bad", 16, 6.0)}
 
 
-def _refuse(what: str) -> Callable[[List[str]], np.ndarray]:
-    def fn(texts: List[str]) -> np.ndarray:
-        raise SystemExit(f"{what} is not cached; run once with --allow-embed (see the module docstring)")
-
-    return fn
-
-
 def embed(encoder: str, texts: Optional[List[str]], args: argparse.Namespace, *, layers: bool = False,
           n: Optional[int] = None, start: int = 0) -> np.ndarray:
     """Cached embeddings of ``texts`` (or of corpus texts [start, start + n)) by a
     named encoder (``layers=True``: its layer pass). Without ``--allow-embed`` a
     missing chunk stops the run instead of computing for an hour."""
     from align.data import embed_corpus
-    from align.encoders import ENCODERS
 
     where = dict(texts=texts) if texts is not None else dict(corpus="wordnet", n=n, start=start)
     if args.quick:
         dim_noise = SYNTH[encoder]
         return SyntheticEncoder(dim_noise[1], dim_noise[2], seed=list(SYNTH).index(encoder))(
             texts if texts is not None else __import__("align").load_corpus("wordnet", n, start))
-    if layers:
-        key = layer_key(encoder)
-        fn = LayerPass(encoder, LAYERS[encoder]) if args.allow_embed else _refuse(f"layer pass {key}")
-        return embed_corpus(fn, cache_key=key, progress=args.allow_embed, batch_size=32, **where)
-    if args.allow_embed:
-        return embed_corpus(encoder, progress=True, **where)
-    # the default cache key of a named encoder in align.data: "<name>-<package version>"
-    return embed_corpus(_refuse(f"{encoder} embeddings"), cache_key=f"{encoder}-{ENCODERS[encoder].version()}",
-                        progress=False, **where)
+    try:
+        if layers:
+            # the layer pass is only built (its model loaded) when it may have to run
+            fn = LayerPass(encoder, LAYERS[encoder]) if args.allow_embed else (lambda texts: None)
+            return embed_corpus(fn, cache_key=layer_key(encoder), progress=args.allow_embed, batch_size=32,
+                                cached_only=not args.allow_embed, **where)
+        return embed_corpus(encoder, progress=args.allow_embed, cached_only=not args.allow_embed, **where)
+    except ValueError as exc:
+        if args.allow_embed:
+            raise
+        raise SystemExit(f"{exc}; run once with --allow-embed (see the module docstring)") from None
 
 
 def model_names(quick: bool) -> Dict[str, Dict[str, Any]]:

@@ -37,7 +37,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
 import os
@@ -62,34 +61,16 @@ PARTS = ("oracle", "cka", "translatability", "isometric", "universal")
 # --------------------------------------------------------------------------- data
 
 
-@contextlib.contextmanager
-def _cached_only(encoder: str, lo: int, hi: int):
-    """Make embed_corpus fail instead of embedding (study-only: wraps a private
-    function of align.data)."""
-    import align.data as data
-
-    original = data._encode_chunk
-
-    def refuse(*a, **k):
-        raise SystemExit(f"{encoder} texts [{lo}, {hi}) are not all cached; cache them first with "
-                         f"align.data.embed_corpus({encoder!r}, corpus='wordnet', n={hi - lo}, start={lo}) "
-                         "or rerun with --allow-embed")
-
-    data._encode_chunk = refuse
-    try:
-        yield
-    finally:
-        data._encode_chunk = original
-
-
 @functools.lru_cache(maxsize=None)
 def _cached_rows(encoder: str, allow_embed: bool) -> np.ndarray:
     from align.data import embed_corpus
 
     lo, hi = CACHED[encoder]
-    guard = contextlib.nullcontext() if allow_embed else _cached_only(encoder, lo, hi)
-    with guard:
-        return embed_corpus(encoder, corpus="wordnet", n=hi - lo, start=lo, progress=allow_embed)
+    try:
+        return embed_corpus(encoder, corpus="wordnet", n=hi - lo, start=lo, progress=allow_embed,
+                            cached_only=not allow_embed)
+    except ValueError as exc:
+        raise SystemExit(f"{exc}; or rerun with --allow-embed") from None
 
 
 @functools.lru_cache(maxsize=None)

@@ -156,6 +156,19 @@ def test_second_call_computes_nothing(tmp_path, small_chunks):
     assert len(list((tmp_path / "embeddings" / "fake").glob("*.safetensors"))) == 6
 
 
+def test_cached_only_reads_the_cache_and_never_embeds(tmp_path, small_chunks):
+    enc = CountingEncoder()
+    embed_corpus(enc, texts=TEXTS, n=8, cache_dir=tmp_path, cache_key="fake", progress=False)
+    enc2 = CountingEncoder()
+    got = embed_corpus(enc2, texts=TEXTS, n=6, start=1, cache_dir=tmp_path, cache_key="fake", progress=False,
+                       cached_only=True)
+    np.testing.assert_array_equal(got, _expected(TEXTS[1:7]))
+    with pytest.raises(ValueError, match=r"cached_only=True but fake embeddings of texts \[8, 10\)"):
+        embed_corpus(enc2, texts=TEXTS, n=10, cache_dir=tmp_path, cache_key="fake", progress=False,
+                     cached_only=True)
+    assert enc2.calls == 0
+
+
 def test_resume_after_interruption(tmp_path, small_chunks):
     # batch_size >= chunk size: one encoder call per chunk; dies while encoding the 3rd chunk
     enc = CountingEncoder(fail_after_calls=2)
