@@ -506,3 +506,56 @@ def test_callbacks_see_every_step_and_can_stop_training(tmp_path):
     done = Vec2Vec(steps=30, n_seeds=2, checkpoint_dir=tmp_path, checkpoint_every=5, **SMALL).fit(X, Y)  # trains on from it
     ref = Vec2Vec(steps=30, n_seeds=2, **SMALL).fit(X, Y)
     np.testing.assert_allclose(done.generator_, ref.generator_, rtol=0, atol=1e-5)
+
+
+# -- issue 21: selection over training, the Sinkhorn matching term -------------------------
+def test_sinkhorn_targets_recover_a_permutation():
+    """Between a batch and a shuffled, slightly noisy copy of it, the sharp entropic plan is
+    the permutation: every row's barycentric target is its own copy."""
+    g = torch.Generator().manual_seed(0)
+    src = torch.randn(64, 8, generator=g)
+    perm = torch.randperm(64, generator=g)
+    tgt = src[perm] + 0.01 * torch.randn(64, 8, generator=g)
+    t = networks.sinkhorn_targets(src, tgt, eps=0.003, iters=50)
+    np.testing.assert_allclose(t.numpy(), tgt[torch.argsort(perm)].numpy(), atol=1e-3)
+    assert not t.requires_grad
+
+
+def test_selection_keeps_the_initial_map_when_training_spoils_it():
+    """Started from the exact map, adversarial training at a huge rate spoils it; selection by
+    the unpaired criterion (step 0 included) keeps the start, and says so; without
+    selection the last step is kept."""
+    X, Y, Q = make_data(n=200)
+    init = _Linear(Q, Y.mean(0))
+    spoil = dict(steps=20, init=init, denoise=False, lr=5e-2, weights={"adv": 50.0, "anchor": 0.0, "match": 0.0},
+                 **SMALL)
+    start = Vec2Vec(**{**spoil, "steps": 0}).fit(X, Y)
+    kept = Vec2Vec(select_every=5, **spoil).fit(X, Y)
+    last = Vec2Vec(select_every=0, **spoil).fit(X, Y)
+    assert last.selected_step_ == 20 and last.seed_scores_[0] < start.seed_scores_[0]
+    assert kept.selected_step_ == 0 and kept.seed_scores_ == start.seed_scores_
+    np.testing.assert_allclose(kept.transform(X), start.transform(X), atol=1e-5)
+    assert Vec2Vec(steps=3, **SMALL).fit(X, Y).selected_step_ == 3  # without init: no selection by default
+
+
+def test_resume_with_selection_equals_uninterrupted(tmp_path):
+    """The kept state and its score are checkpointed with the run: an interrupted fit with
+    selection and the matching term resumes to the same model and the same selected step."""
+    X, Y, Q = make_data(n=200)
+    init = _Linear(Q, Y.mean(0))
+    params = dict(steps=24, init=init, denoise=False, select_every=4, checkpoint_every=10, seed=2, **SMALL)
+    ref = Vec2Vec(**params).fit(X, Y)
+    m = Vec2Vec(**{**params, "checkpoint_dir": tmp_path / "ck"})
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(X, Y, callbacks=[Hook(raise_at=15)])
+    r = Vec2Vec(**{**params, "checkpoint_dir": tmp_path / "ck"}).fit(X, Y)
+    assert "match" in ref.history_[0] and r.selected_step_ == ref.selected_step_
+    np.testing.assert_allclose(r.generator_, ref.generator_, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(anchor_decay=1.5), "anchor_decay"), (dict(anchor_decay=-0.1), "anchor_decay"),
+                                       (dict(select_every=-1), "select_every"), (dict(select_every=2.5), "select_every")])
+def test_bad_selection_and_anchor_parameters(kw, match):
+    X, Y, _ = make_data()
+    with pytest.raises(ValueError, match=match):
+        Vec2Vec(steps=2, **kw, **SMALL).fit(X, Y)

@@ -22,7 +22,15 @@ per space),
 * ``L_vsp`` (vector-space preservation) ``= mean_{ij} (cos(x_i,x_j) -
   cos(F_ab(x_i),F_ab(x_j)))²`` plus the same for ``y`` and ``F_ba``.
 * ``L_anchor = E||F_ab(x) - G(x)||²`` only when initialised from another
-  translator ``G`` (see ``init``).
+  translator ``G`` (see ``init``), its weight decaying linearly to 0 over the first
+  ``anchor_decay`` of the steps.
+* ``L_match = E||F_ab(x) - t(x)||² + E||F_ba(y) - t(y)||²`` (default only with
+  ``init``): ``t`` the barycentric projection of each translation onto the other
+  side's minibatch under the entropic OT plan (:func:`networks.sinkhorn_targets`):
+  minibatch distribution matching without a discriminator (Genevay, Peyré & Cuturi
+  2018), the non-linear counterpart of the Wasserstein-Procrustes refinement of
+  :class:`translate.Isometric`. On CPU budgets it is what moves an isometric start
+  toward a curved relation; the adversarial terms alone did not (docs/ladder.md).
 
 Default weights rec 1, VSP 1, cycle 10, adversarial 1 are the paper's (§3);
 Adam with betas (0.5, 0.999) as there. :class:`CycleGAN` is the same machinery
@@ -39,10 +47,15 @@ Measured on minilm -> mpnet (``scripts/vec2vec_study.py``; CPU budgets of a few
 minutes): the filter raises the mean cosine at unchanged top-1 -- around any
 translator, the isometric one included -- while adversarial fine-tuning from
 the isometric start neither helps nor (with the anchor) hurts much, and
-training from scratch stays near chance within such budgets.
+training from scratch stays near chance within such budgets. Where the relation
+is curved (``scripts/ladder_study.py``, docs/ladder.md), what moves the isometric
+start toward it within such budgets is the ``match`` term with a decaying anchor.
 
-Several seeds are trained and one is kept by an *unsupervised* criterion, the
-nearest-neighbour cycle rate on held training rows (:func:`nn_cycle_rate`).
+Model selection is unsupervised, by the nearest-neighbour cycle rate on a fixed
+subset of the training rows (:func:`nn_cycle_rate`): several seeds are trained and
+the best is kept; and with ``select_every`` (default on with ``init``) the
+generators are scored during training too -- the starting map at step 0 included
+-- and the best state is kept (``selected_step_``), checkpointed with the run.
 
 Training runs on align's engine (:class:`align.train.Trainer`): a non-finite
 loss or gradient norm, or one above :data:`EXPLODE_GRAD_NORM`, rolls back to
@@ -76,9 +89,26 @@ __all__ = ["Vec2Vec", "CycleGAN", "DEFAULT_WEIGHTS", "nn_cycle_rate"]
 #: Loss weights of Jha et al. 2025 (§3): reconstruction 1, VSP 1, cycle 10,
 #: adversarial 1. ``latent`` weights the latent-space GAN terms; ``anchor``
 #: the pull towards an initial translator (used only with ``init``).
-DEFAULT_WEIGHTS: Dict[str, float] = {"rec": 1.0, "vsp": 1.0, "cycle": 10.0, "adv": 1.0, "latent": 1.0, "anchor": 0.0}
+DEFAULT_WEIGHTS: Dict[str, float] = {"rec": 1.0, "vsp": 1.0, "cycle": 10.0, "adv": 1.0, "latent": 1.0, "anchor": 0.0,
+                                     "match": 0.0}
+#: Sinkhorn settings of the ``match`` term: entropic regularisation on the cosine cost and
+#: rounds. Measured on the synthetic rung of strength 1.5 (scripts/ladder_study.py, 300
+#: steps): eps 0.05 (the ``ot_eps`` of :class:`translate.Isometric`) top-1 0.88, 0.01 0.91,
+#: 0.003 0.92 -- a soft plan averages many rows into a blurred target.
+MATCH_SINKHORN = {"eps": 0.003, "iters": 30}
 #: anchor weight used when ``init`` is given and ``weights`` does not set one.
 DEFAULT_ANCHOR = 1.0
+#: ``match`` weight used when ``init`` is given and ``weights`` does not set one. Off
+#: without ``init``: like the Wasserstein-Procrustes steps it generalises, matching needs a
+#: start near the right map (from a random one it reinforces whatever it first matched).
+DEFAULT_MATCH = 10.0
+#: fraction of ``steps`` over which the anchor weight falls linearly to zero. A constant
+#: anchor holds F_ab at the initial (linear) map for good: on the curved rungs of
+#: ``scripts/ladder_study.py`` it kept Vec2Vec at the isometric map's top-1 (docs/ladder.md).
+DEFAULT_ANCHOR_DECAY = 0.5
+#: with ``init``, the generators are scored every this many steps (and at step 0, the
+#: initial map) by the unsupervised criterion, and the best state is kept.
+DEFAULT_SELECT_EVERY = 100
 #: a gradient norm above this (before clipping) counts as an explosion.
 EXPLODE_GRAD_NORM = 1e4
 #: the in-memory "last good state" is refreshed this often (and at checkpoints).
@@ -87,6 +117,8 @@ SNAPSHOT_EVERY = 50
 SELECT_ROWS = 2000
 # parameters that do not change what is trained (excluded from the run fingerprint)
 NON_TRAINING = ("checkpoint_dir", "checkpoint_every", "device", "progress")
+# parameters added after the earlier checkpoint layout, with the value that trains as it did
+_LEGACY_NEUTRAL = {"select_every": None, "anchor_decay": DEFAULT_ANCHOR_DECAY}
 
 
 def nn_cycle_rate(a2b: Callable, b2a: Callable, X: np.ndarray, Y: np.ndarray) -> float:
@@ -133,7 +165,8 @@ class Vec2Vec(Translator):
     steps : optimisation steps per seed. batch_size : rows of X and of Y per step.
     lr : Adam learning rate (generators and discriminators), betas (0.5, 0.999).
     weights : loss weights, merged over :data:`DEFAULT_WEIGHTS` (keys rec, vsp,
-        cycle, adv, latent, anchor); anchor defaults to 1 when ``init`` is given.
+        cycle, adv, latent, anchor, match); with ``init``, anchor defaults to
+        :data:`DEFAULT_ANCHOR` and match to :data:`DEFAULT_MATCH`.
     n_seeds : independent runs; the one with the best :func:`nn_cycle_rate` is kept.
     seed : seeds every run (model initialisation and minibatches).
     init : ``None`` (random) or a translator A -> B (fitted, or fitted here on
@@ -142,6 +175,15 @@ class Vec2Vec(Translator):
         path and its pseudo-inverse B -> A; the anchor loss keeps F_ab near that
         initial map while the GAN terms refine it. A saved model records it by
         class name only (``"translator:<Class>"``), which ``fit`` refuses.
+    anchor_decay : fraction of ``steps`` over which the anchor weight falls linearly
+        from its value to zero (0: constant). The anchor keeps the first steps near
+        the initial map, while the discriminators learn; left on, it holds the map
+        there for good (see :data:`DEFAULT_ANCHOR_DECAY`).
+    select_every : score the generators by :func:`nn_cycle_rate` on the selection
+        rows every this many steps, and at step 0, and keep the best state (its step
+        is ``selected_step_``); 0 keeps the last step. ``None``:
+        :data:`DEFAULT_SELECT_EVERY` with ``init`` (so that fine-tuning never ends
+        below its starting map by the criterion), 0 without.
     denoise : at transform time, pass inputs through the Wiener filter of
         :mod:`translate.denoise`, estimated without pairs (the network itself is
         trained as usual).
@@ -157,11 +199,12 @@ class Vec2Vec(Translator):
     (preprocessing), ``noise_`` (noise variances [A, B] estimated for
     ``denoise``, or None), ``denoise_a_``, ``denoise_b_`` (the input filters;
     identities without denoising), ``selected_seed_``, ``seed_scores_``,
-    ``steps_done_``, ``history_``.
+    ``selected_step_`` (the step of the kept state), ``steps_done_``, ``history_``.
     """
 
     _state = ("generator_", "mean_x_", "mean_y_", "denoise_a_", "denoise_b_")
-    _state_meta = ("scale_x_", "scale_y_", "latent_dim_", "noise_", "selected_seed_", "seed_scores_", "steps_done_")
+    _state_meta = ("scale_x_", "scale_y_", "latent_dim_", "noise_", "selected_seed_", "seed_scores_", "selected_step_",
+                   "steps_done_")
     _shared_latent = True
 
     def __init__(
@@ -176,6 +219,8 @@ class Vec2Vec(Translator):
         n_seeds: int = 1,
         seed: int = 0,
         init: Union[None, str, Translator] = None,
+        anchor_decay: float = DEFAULT_ANCHOR_DECAY,
+        select_every: Optional[int] = None,
         denoise: bool = True,
         checkpoint_dir: Union[None, str, Path] = None,
         checkpoint_every: int = 500,
@@ -194,6 +239,8 @@ class Vec2Vec(Translator):
         self.n_seeds = n_seeds
         self.seed = seed
         self.init = init
+        self.anchor_decay = anchor_decay
+        self.select_every = select_every
         self.denoise = denoise
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
@@ -249,6 +296,9 @@ class Vec2Vec(Translator):
         check_positive_int(self.max_retries, "max_retries", minimum=0)
         check_real(self.lr, "lr", low=0, open_low=True)
         check_real(self.max_grad_norm, "max_grad_norm", low=0, open_low=True)
+        check_real(self.anchor_decay, "anchor_decay", low=0, high=1)
+        if self.select_every is not None:
+            check_positive_int(self.select_every, "select_every", minimum=0)
         if self.weights is not None and not isinstance(self.weights, Mapping):
             raise ValueError(f"weights must be a dict of loss weights, got {type(self.weights).__name__}")
         given = dict(self.weights or {})
@@ -257,7 +307,7 @@ class Vec2Vec(Translator):
             raise ValueError(f"weights has unknown keys {sorted(unknown)}; known: {sorted(DEFAULT_WEIGHTS)}")
         w = dict(DEFAULT_WEIGHTS)
         if self.init is not None:
-            w["anchor"] = DEFAULT_ANCHOR
+            w["anchor"], w["match"] = DEFAULT_ANCHOR, DEFAULT_MATCH
         w.update(given)
         w = {k: check_real(v, f"weights[{k!r}]", low=0) for k, v in w.items()}
         if not isinstance(self.denoise, bool):
@@ -311,6 +361,10 @@ class Vec2Vec(Translator):
         self.scale_y_ = float(np.linalg.norm(Y - self.mean_y_, axis=1).mean())
         targets = self._init_targets(X, Y)
         params = {k: v for k, v in self._json_params().items() if k not in NON_TRAINING}
+        select_every = self.select_every if self.select_every is not None else (DEFAULT_SELECT_EVERY if targets is not None else 0)
+        # the earlier layout had neither parameter: runs they do not change resume from it
+        legacy_params = {k: v for k, v in params.items()
+                         if not (k == "select_every" and select_every == 0) and not (k == "anchor_decay" and targets is None)}
         setting = dict(
             device=dev,
             width=width,
@@ -318,7 +372,8 @@ class Vec2Vec(Translator):
             targets=targets,
             linear_init=None if targets is None else _factorise(*linear_fit(Xn, targets), width),
             fingerprint={"kind": type(self).__name__, "data": fingerprint_arrays(X, Y, *(() if targets is None else (targets,))), **params},
-            legacy=(type(self).__name__, params, X, Y, targets),  # what the earlier checkpoint layout recorded
+            legacy=(type(self).__name__, legacy_params, X, Y, targets),  # what the earlier checkpoint layout recorded
+            select_every=int(select_every),
         )
         # held-out-free selection rows: a fixed random subset of the training rows
         sel_rng = np.random.default_rng(self.seed)
@@ -339,6 +394,7 @@ class Vec2Vec(Translator):
         self.selected_seed_ = best
         self.seed_scores_ = [float(s) for s in scores]
         self.steps_done_ = int(runs[best]["steps"])
+        self.selected_step_ = int(runs[best]["selected_step"])
         self._gen_module = runs[best]["gen"].eval()
         self.generator_ = _networks().flatten_params(self._gen_module)
         self._fit_denoise(Xn, Yn)
@@ -361,8 +417,12 @@ class Vec2Vec(Translator):
         gen, disc = networks.build_modules(Xn.shape[1], Yn.shape[1], setting["width"], self.hidden, self.depth, self._shared_latent)
         if setting["linear_init"] is not None:
             networks.apply_linear_init(gen, setting["linear_init"])
-        gen.to(dev)
-        disc.to(dev)
+        modules = {"gen": gen, "disc": disc}
+        select_every = setting["select_every"]
+        keeper = networks.BestState(gen) if select_every else None
+        if keeper is not None:  # part of the trained state: checkpointed and rolled back with it
+            modules["best"] = keeper
+        net = torch.nn.ModuleDict(modules).to(dev)
         betas = (0.5, 0.999)  # Jha et al. 2025; standard for GANs (Radford et al. 2016)
         optimizers = {
             "g": torch.optim.Adam(gen.parameters(), lr=self.lr, betas=betas),
@@ -371,7 +431,7 @@ class Vec2Vec(Translator):
         rng = np.random.Generator(np.random.PCG64(np_seed))
         seed_dir = None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / f"seed_{index}"
         trainer = Trainer(
-            torch.nn.ModuleDict({"gen": gen, "disc": disc}),
+            net,
             optimizers,
             RandomBatches((Xn.shape[0], Yn.shape[0]), self.batch_size, self.steps, rng),
             kind=type(self).__name__,
@@ -385,6 +445,7 @@ class Vec2Vec(Translator):
             log_every=max(1, self.steps // 500),
             epoch_records=False,
             callbacks=self._callbacks,
+            post_step=None if keeper is None else lambda: keep_if_best(trainer.global_step + 1),
             tags={"seed": index},
             progress=self.progress,
             desc=f"{type(self).__name__} seed {index + 1}/{self.n_seeds}",
@@ -392,13 +453,17 @@ class Vec2Vec(Translator):
         Xt, Yt = torch.from_numpy(Xn).to(dev), torch.from_numpy(Yn).to(dev)
         targets = setting["targets"]
         anchor = torch.from_numpy(targets).to(dev) if targets is not None and weights["anchor"] > 0 else None
+        decay_steps = self.anchor_decay * self.steps
 
         def step(batch):
             ia, ib = (torch.from_numpy(b).to(dev) for b in batch)
             x, y = Xt[ia], Yt[ib]
             out = gen.all(x, y)
-            parts = networks.generator_terms(out, disc, x, y, None if anchor is None else anchor[ia])
-            g_loss = sum(weights[k] * v for k, v in parts.items())
+            parts = networks.generator_terms(out, disc, x, y, None if anchor is None else anchor[ia],
+                                             MATCH_SINKHORN if weights["match"] > 0 else None)
+            # linear decay of the anchor (a function of the step: resumes and rollbacks follow it)
+            w = dict(weights, anchor=weights["anchor"] * (max(0.0, 1.0 - trainer.global_step / decay_steps) if decay_steps else 1.0))
+            g_loss = sum(w[k] * v for k, v in parts.items())
             d_loss = networks.discriminator_loss(out, disc, x, y)
             numbers = {k: float(v.detach()) for k, v in parts.items()}
             numbers["disc"] = float(d_loss.detach())
@@ -407,18 +472,36 @@ class Vec2Vec(Translator):
         def score() -> float:
             return nn_cycle_rate(lambda A: self._apply(gen.a2b, A), lambda B: self._apply(gen.b2a, B), Xn[sx], Yn[sy])
 
+        def keep_if_best(done: int) -> None:
+            if done % select_every == 0 or done == self.steps:
+                gen.eval()
+                keeper.offer(gen, score(), done)
+                gen.train()
+
+        def settle() -> None:
+            """The generators to keep: the best state scored, with selection."""
+            if keeper is not None:
+                keeper.restore(gen)
+                trainer.extra["selected_step"] = int(keeper.step)
+            trainer.extra["score"] = float(keeper.score) if keeper is not None else score()
+
         def finish(epoch: int) -> None:
-            trainer.extra["score"] = score()  # saved with the final checkpoint
+            settle()  # saved with the final checkpoint
 
         self._gen_module = gen
+        if keeper is not None:  # the starting map is a candidate (a checkpoint, if any, overrides this)
+            gen.eval()
+            keeper.offer(gen, score(), 0)
         legacy = seed_dir is not None and restore_legacy_checkpoint(trainer, seed_dir, index, *setting["legacy"])
         trainer.run(step, finish, resume=not legacy)
         gen.eval()
-        finished = trainer.epoch >= 1 and "score" in trainer.extra
+        if not (trainer.epoch >= 1 and "score" in trainer.extra):  # stopped early
+            settle()
         return dict(
             index=index,
             gen=gen,
-            score=float(trainer.extra["score"]) if finished else score(),
+            score=float(trainer.extra["score"]),
+            selected_step=int(trainer.extra.get("selected_step", trainer.global_step)),
             steps=trainer.global_step,
             history=trainer.history,
             stopped=trainer.stopped,

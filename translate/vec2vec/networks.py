@@ -17,6 +17,7 @@ spells them out.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "Stack",
     "Generators",
     "Discriminator",
+    "BestState",
     "build_modules",
     "apply_linear_init",
     "generator_terms",
@@ -134,6 +136,40 @@ class Discriminator(nn.Module):
         return self.head(F.silu(self.norm(self.body(h)))).squeeze(-1)
 
 
+class BestState(nn.Module):
+    """The best generators seen so far, with their score and step as buffers, so that
+    the kept state is part of the trained state (checkpointed, restored on resume,
+    rolled back with the rest)."""
+
+    def __init__(self, gen: nn.Module) -> None:
+        super().__init__()
+        self.gen = copy.deepcopy(gen)
+        self.register_buffer("best_score", torch.tensor(float("-inf"), dtype=torch.float64))
+        self.register_buffer("best_step", torch.tensor(-1, dtype=torch.int64))
+
+    @property
+    def score(self) -> float:
+        return float(self.best_score)
+
+    @property
+    def step(self) -> int:
+        return int(self.best_step)
+
+    def offer(self, gen: nn.Module, score: float, step: int) -> None:
+        """Keep ``gen``'s state if ``score`` beats the best (ties keep the earlier state)."""
+        if score > self.score:
+            with torch.no_grad():
+                for mine, theirs in zip(self.gen.parameters(), gen.parameters()):
+                    mine.copy_(theirs)
+                self.best_score.fill_(score)
+                self.best_step.fill_(step)
+
+    def restore(self, gen: nn.Module) -> None:
+        with torch.no_grad():
+            for mine, theirs in zip(self.gen.parameters(), gen.parameters()):
+                theirs.copy_(mine)
+
+
 def build_modules(d_a: int, d_b: int, width: int, hidden: int, depth: int, shared: bool):
     """(generators, discriminators) on the CPU, initialised from torch's global RNG
     (discriminators first: the order fixes which random numbers each module gets)."""
@@ -179,6 +215,30 @@ def _vsp(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return ((_cos_matrix(src) - _cos_matrix(out)) ** 2).mean()
 
 
+def sinkhorn_targets(src: torch.Tensor, tgt: torch.Tensor, eps: float, iters: int) -> torch.Tensor:
+    """Barycentric projection of the rows of ``src`` onto ``tgt`` under the entropic
+    optimal-transport plan (Cuturi 2013) between the two batches, uniform marginals, on
+    the cosine cost ``1 - cos``: row i's target is ``sum_j P_ij tgt_j / sum_j P_ij``.
+    Sinkhorn's scaling iterations (``iters`` rounds, regularisation ``eps``) in float64 on
+    the kernel with each row's largest entry scaled to 1 (a per-row factor the scalings
+    absorb), which keeps every row of it away from underflow; no gradient flows through
+    the plan. Pulling ``src`` toward these targets is a step of minibatch OT
+    distribution matching (Genevay, Peyré & Cuturi 2018), the non-linear analogue of the
+    Wasserstein-Procrustes refinement of :class:`translate.Isometric` (Grave et al. 2019)."""
+    with torch.no_grad():
+        a = src / src.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        b = tgt / tgt.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        sim = (a @ b.T).double()
+        K = torch.exp((sim - sim.max(dim=1, keepdim=True).values) / eps)
+        v = torch.ones(K.shape[1], dtype=K.dtype, device=K.device)
+        for _ in range(iters):  # uniform marginals: u = 1 / (K v), v = 1 / (K^T u), up to constants
+            u = 1.0 / (K @ v).clamp_min(1e-300)
+            v = 1.0 / (K.T @ u).clamp_min(1e-300)
+        plan = K * v  # each row's u_i cancels in the row-normalised barycentre
+        plan = plan / plan.sum(dim=1, keepdim=True)
+        return plan.to(tgt.dtype) @ tgt
+
+
 def _lsgan_d(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * (((real - 1) ** 2).mean() + (fake**2).mean())
 
@@ -188,10 +248,12 @@ def _lsgan_g(fake: torch.Tensor) -> torch.Tensor:
 
 
 def generator_terms(out: Dict[str, Any], disc: nn.ModuleDict, x: torch.Tensor, y: torch.Tensor,
-                    anchor_targets: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+                    anchor_targets: Optional[torch.Tensor], match: Optional[Dict[str, float]] = None) -> Dict[str, torch.Tensor]:
     """The generators' loss terms of one step (unweighted): ``adv``, ``cycle``,
-    ``vsp``, with the shared latent ``rec`` and ``latent``, and ``anchor`` when
-    ``anchor_targets`` (the initial translator's image of ``x``) are given."""
+    ``vsp``, with the shared latent ``rec`` and ``latent``, ``anchor`` when
+    ``anchor_targets`` (the initial translator's image of ``x``) are given, and ``match``
+    when ``match`` gives the Sinkhorn settings (``eps``, ``iters``): the squared distance
+    of each translation to its :func:`sinkhorn_targets` in the other batch, both directions."""
     parts: Dict[str, torch.Tensor] = {}
     parts["adv"] = _lsgan_g(disc["b"](out["y_hat"])) + _lsgan_g(disc["a"](out["x_hat"]))
     parts["cycle"] = _msq(out["x_cyc"], x) + _msq(out["y_cyc"], y)
@@ -201,6 +263,9 @@ def generator_terms(out: Dict[str, Any], disc: nn.ModuleDict, x: torch.Tensor, y
         parts["latent"] = _lsgan_g(disc["za"](out["za"])) + _lsgan_g(disc["zb"](out["zb"]))
     if anchor_targets is not None:
         parts["anchor"] = _msq(out["y_hat"], anchor_targets)
+    if match is not None:
+        parts["match"] = sum(_msq(out[k], sinkhorn_targets(out[k], real, match["eps"], match["iters"]))
+                             for k, real in (("y_hat", y), ("x_hat", x)))
     return parts
 
 
