@@ -1,0 +1,56 @@
+"""scripts/ladder_study.py: the synthetic rungs are what the docs say (a rotation at
+strength 0, a norm-preserving bijection otherwise, the same cloud at every strength),
+and the tables and verdicts are computed from the JSON as stated."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import ladder_study as L  # noqa: E402
+
+
+def test_twist_is_identity_at_zero_norm_preserving_and_invertible():
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((300, 8)) * np.geomspace(1, 0.1, 8)
+    warp = L.twist_warp(Z, np.random.default_rng(1))
+    np.testing.assert_allclose(warp(Z, 0.0), Z, atol=1e-12)
+    W = warp(Z, 1.5)
+    np.testing.assert_allclose(np.linalg.norm(W, axis=1), np.linalg.norm(Z, axis=1), rtol=1e-12)
+    assert np.abs(W - Z).max() > 0.1  # it does move rows
+    # invertible: the driving half is kept, so turning back by its angles restores Z
+    np.testing.assert_allclose(warp(W, -1.5), Z, atol=1e-10)
+
+
+def test_synthetic_rungs_share_the_cloud_and_the_isometric_rung_is_a_rotation():
+    a = L.synthetic_rung(0.0, n=200, pool=50, d=8, k=6, noise=0.0, seed=3)
+    b = L.synthetic_rung(1.0, n=200, pool=50, d=8, k=6, noise=0.0, seed=3)
+    for key in ("A", "Ap", "At"):
+        np.testing.assert_array_equal(a[key], b[key])
+    Q, *_ = np.linalg.lstsq(a["Ap"], a["Bp"], rcond=None)  # B = A Q exactly at strength 0
+    np.testing.assert_allclose(Q @ Q.T, np.eye(8), atol=1e-4)
+    assert not np.allclose(a["Bp"], b["Bp"])
+    np.testing.assert_allclose(np.linalg.norm(b["Bt"], axis=1), 1.0, atol=1e-5)
+    again = L.synthetic_rung(1.0, n=200, pool=50, d=8, k=6, noise=0.0, seed=3)
+    np.testing.assert_array_equal(again["Bt"], b["Bt"])
+
+
+def _row(top1):
+    return dict(top1=top1, top5=1.0, mean_cos=0.9, foscttm=0.0, pool=1000, cpu_s=1.0)
+
+
+@pytest.mark.parametrize("v2v, met", [(0.93, "**yes**"), (0.90, "**no**")])
+def test_summary_applies_the_issue_targets(v2v, met):
+    R = {"procrustes": _row(0.87), "ridge": _row(0.92), "mlp": _row(0.97), "isometric": _row(0.87),
+         "v2v-iso": dict(_row(v2v), steps=300, selected_step=100)}
+    md = L.markdown({"rungs": {"synth-w1.5": R, "synth-w0": {k: _row(0.998) for k in R}}})
+    line = next(x for x in md.splitlines() if x.startswith("| `synth-w1.5`"))
+    assert "+0.100" in line and "≥ +0.050" in line and line.rstrip(" |").endswith(met)
+    iso_line = next(x for x in md.splitlines() if x.startswith("| `synth-w0`"))
+    assert "≥ −0.005" in iso_line and "**yes**" in iso_line
+    assert md.index("synth-w0`  (") < md.index("synth-w1.5`  (")  # rungs by strength
