@@ -154,6 +154,25 @@ def _reset_hwm() -> bool:
     return _hwm_bytes() is not None
 
 
+class _Sampler:
+    """Calls ``fn`` every ``every`` seconds on a daemon thread until :meth:`stop`."""
+
+    def __init__(self, fn: Callable[[], None], every: float):
+        self._stop = threading.Event()
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                fn()
+                time.sleep(every)
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class PeakMemory:
     """Peak RSS of the ``with`` block above the RSS at its entry (bytes)."""
 
@@ -177,15 +196,11 @@ class PeakMemory:
         else:
             self.method = "RSS sampled every 1 ms"
             self._max = self.rss0
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
+            self._sampler = _Sampler(self._sample, 0.001)
         return self
 
     def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._max = max(self._max, _rss_bytes())
-            time.sleep(0.001)
+        self._max = max(self._max, _rss_bytes())
 
     def __exit__(self, *exc) -> None:
         if self.cuda:
@@ -196,8 +211,7 @@ class PeakMemory:
         if self.method == "VmHWM":
             top = _hwm_bytes() or self.rss0
         else:
-            self._stop.set()
-            self._thread.join()
+            self._sampler.stop()
             top = max(self._max, _rss_bytes())
         self.peak = max(0, top - self.rss0)
 
@@ -893,20 +907,15 @@ class PeakAnon:
         s = _status_kib("RssAnon", "VmRSS")
         self._anon0, self._rss0 = s.get("RssAnon", 0), s.get("VmRSS", 0)
         self._max = dict(s)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._sampler = _Sampler(self._sample, self.every)
         return self
 
     def _sample(self) -> None:
-        while not self._stop.is_set():
-            for k, v in _status_kib("RssAnon", "VmRSS").items():
-                self._max[k] = max(self._max.get(k, 0), v)
-            time.sleep(self.every)
+        for k, v in _status_kib("RssAnon", "VmRSS").items():
+            self._max[k] = max(self._max.get(k, 0), v)
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._sampler.stop()
         self.anon_peak = max(0, self._max.get("RssAnon", 0) - self._anon0) * 1024
         self.rss_peak = max(0, self._max.get("VmRSS", 0) - self._rss0) * 1024
 

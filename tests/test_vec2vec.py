@@ -115,6 +115,27 @@ def test_shapes_save_load_identical(cls, tmp_path):
         m2.transform(np.ones((3, X.shape[1] + 1), np.float32))
 
 
+def test_model_saved_before_selected_step_still_loads(tmp_path):
+    """An artefact from before the selection over training (no selected_step_ in its
+    metadata) loads, as the last step kept, and translates as before."""
+    import json
+
+    X, Y, _ = make_data()
+    m = Vec2Vec(steps=6, seed=1, **SMALL).fit(X, Y)
+    m.save(tmp_path / "m")
+    cfg_file = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_file.read_text())
+    del cfg["config"]["meta"]["selected_step_"]
+    cfg_file.write_text(json.dumps(cfg))
+    m2 = translate.load(tmp_path / "m")
+    assert m2.selected_step_ == m2.steps_done_ == 6
+    np.testing.assert_array_equal(m2.transform(X[:9]), m.transform(X[:9]))
+    cfg["config"]["meta"]["bogus_"] = 1
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="learned metadata"):
+        translate.load(tmp_path / "m")
+
+
 def test_cyclegan_has_no_latent_parts():
     X, Y, _ = make_data()
     v = Vec2Vec(steps=3, **SMALL).fit(X, Y)

@@ -156,6 +156,8 @@ class Translator(Params):
         if not isinstance(params, dict) or set(params) - set(klass._param_names()):
             raise ValueError(f"{path}: parameters {sorted(params or {})} do not fit {kind}")
         meta = config.get("meta")
+        if isinstance(meta, dict):
+            meta = klass._upgrade_meta(meta)
         if not isinstance(meta, dict) or set(meta) != set(klass._state_meta):
             raise ValueError(f"{path}: learned metadata {sorted(meta or {})} does not fit {kind}")
         if set(tensors) != set(klass._state):
@@ -169,6 +171,13 @@ class Translator(Params):
 
     def _check_state(self) -> None:
         """Subclasses verify loaded shapes against d_in_/d_out_ (raise ValueError)."""
+
+    @classmethod
+    def _upgrade_meta(cls, meta: Dict[str, Any]) -> Dict[str, Any]:
+        """Learned metadata of an artefact saved by an earlier version, completed with
+        what that version implied for fields added since (identity by default), so a
+        saved translator keeps loading."""
+        return meta
 
 
 def load(path: Union[str, Path]) -> Translator:

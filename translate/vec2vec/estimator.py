@@ -209,6 +209,13 @@ class Vec2Vec(Translator):
                    "steps_done_")
     _shared_latent = True
 
+    @classmethod
+    def _upgrade_meta(cls, meta: Dict[str, Any]) -> Dict[str, Any]:
+        # saved before the selection over training existed: the last step was kept
+        if "selected_step_" not in meta and "steps_done_" in meta:
+            meta = {**meta, "selected_step_": meta["steps_done_"]}
+        return meta
+
     def __init__(
         self,
         latent_dim: Optional[int] = None,
