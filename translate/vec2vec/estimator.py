@@ -43,13 +43,9 @@ linear ends of the A -> B path, and ``W^+`` those of B -> A, so training starts
 *at* that translator; the anchor term keeps F_ab near it while the other terms
 act. Denoising (``denoise``, default on): at transform time the inputs pass the
 Wiener filter of :mod:`translate.denoise`, estimated without pairs.
-Measured on minilm -> mpnet (``scripts/vec2vec_study.py``; CPU budgets of a few
-minutes): the filter raises the mean cosine at unchanged top-1 -- around any
-translator, the isometric one included -- while adversarial fine-tuning from
-the isometric start neither helps nor (with the anchor) hurts much, and
-training from scratch stays near chance within such budgets. Where the relation
-is curved (``scripts/ladder_study.py``, docs/ladder.md), what moves the isometric
-start toward it within such budgets is the ``match`` term with a decaying anchor.
+What each part buys on CPU budgets is measured in docs/vec2vec.md (minilm -> mpnet:
+the filter raises the mean cosine at unchanged top-1) and docs/ladder.md (curved
+relations: the ``match`` term with a decaying anchor moves an isometric start).
 
 Model selection is unsupervised, by the nearest-neighbour cycle rate on a fixed
 subset of the training rows (:func:`nn_cycle_rate`): several seeds are trained and
@@ -57,17 +53,13 @@ the best is kept; and with ``select_every`` (default on with ``init``) the
 generators are scored during training too -- the starting map at step 0 included
 -- and the best state is kept (``selected_step_``), checkpointed with the run.
 
-Training runs on align's engine (:class:`align.train.Trainer`): a non-finite
-loss or gradient norm, or one above :data:`EXPLODE_GRAD_NORM`, rolls back to
-the last good in-memory state (taken every :data:`SNAPSHOT_EVERY` steps and at
-checkpoints), halves the learning rate and retries; ``max_retries`` failures in
-a row raise :class:`align.TrainingDivergedError`. With ``checkpoint_dir``,
-every ``checkpoint_every`` steps each seed's whole state (generators,
-discriminators, Adam moments, position, learning-rate scale, the minibatch
-generator's state, history) goes to ``checkpoint_dir/seed_<i>/`` in the
-engine's layout; ``fit`` resumes from it and -- minibatches being drawn from
-the checkpointed generator -- ends where an uninterrupted run ends. A
-checkpoint from other data or other hyper-parameters is refused.
+Training runs on align's engine (:class:`align.train.Trainer`): a non-finite or
+exploding (> :data:`EXPLODE_GRAD_NORM`) step rolls back to the last good state, halves
+the learning rate and retries (``max_retries`` in a row: :class:`align.TrainingDivergedError`).
+With ``checkpoint_dir`` each seed's whole state (networks, Adam moments, position, the
+minibatch generator, history) goes to ``checkpoint_dir/seed_<i>/`` every
+``checkpoint_every`` steps; ``fit`` resumes from it and ends where an uninterrupted run
+ends. A checkpoint from other data or other hyper-parameters is refused.
 """
 
 from __future__ import annotations
@@ -78,25 +70,22 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from align.device import torch_device
-from align.knn import knn
 from align.validation import as_matrix, check_positive_int, check_real
 
 from ..base import Translator
 from ..denoise import apply_filter, input_filters, linear_fit, unit_rows
+from .selection import apply_generator, nn_cycle_rate
 
-__all__ = ["Vec2Vec", "CycleGAN", "DEFAULT_WEIGHTS", "nn_cycle_rate"]
+__all__ = ["Vec2Vec", "CycleGAN", "DEFAULT_WEIGHTS"]
 
 #: Loss weights of Jha et al. 2025 (§3): reconstruction 1, VSP 1, cycle 10,
 #: adversarial 1. ``latent`` weights the latent-space GAN terms; ``anchor``
 #: the pull towards an initial translator (used only with ``init``).
 DEFAULT_WEIGHTS: Dict[str, float] = {"rec": 1.0, "vsp": 1.0, "cycle": 10.0, "adv": 1.0, "latent": 1.0, "anchor": 0.0,
                                      "match": 0.0}
-#: Sinkhorn settings of the ``match`` term: entropic regularisation on the cosine cost and
-#: rounds. Chosen on the synthetic rung of strength 1.5 of scripts/ladder_study.py
-#: (exploratory runs of 300-700 steps, recorded in docs/ladder.md): with eps 0.05 (the
-#: ``ot_eps`` of :class:`translate.Isometric`) top-1 rose from 0.870 to about 0.88, with 0.01
-#: to about 0.92, with 0.003 to 0.92-0.93 -- a soft plan averages many rows into a blurred
-#: target. Rows of unit length: the cosine cost is in [0, 2] whatever the data.
+#: Sinkhorn settings of the ``match`` term (entropic regularisation on the cosine cost of
+#: unit rows, in [0, 2]; rounds): a soft plan averages many rows into a blurred target, and
+#: eps 0.003 beat 0.01 and 0.05 on the ladder's curved rung (docs/ladder.md, exploratory).
 MATCH_SINKHORN = {"eps": 0.003, "iters": 30}
 #: anchor weight used when ``init`` is given and ``weights`` does not set one.
 DEFAULT_ANCHOR = 1.0
@@ -104,53 +93,19 @@ DEFAULT_ANCHOR = 1.0
 #: without ``init``: like the Wasserstein-Procrustes steps it generalises, matching needs a
 #: start near the right map (from a random one it reinforces whatever it first matched).
 DEFAULT_MATCH = 10.0
-#: fraction of ``steps`` over which the anchor weight falls linearly to zero. A constant
-#: anchor holds F_ab at the initial (linear) map for good: on the curved rungs of
-#: ``scripts/ladder_study.py`` it kept Vec2Vec at the isometric map's top-1 (docs/ladder.md).
+#: fraction of ``steps`` over which the anchor weight falls linearly to zero (a constant
+#: anchor held Vec2Vec at the isometric map's top-1 on the ladder's curved rungs).
 DEFAULT_ANCHOR_DECAY = 0.5
 #: with ``init``, the generators are scored every this many steps (and at step 0, the
 #: initial map) by the unsupervised criterion, and the best state is kept.
 DEFAULT_SELECT_EVERY = 100
-#: a gradient norm above this (before clipping) counts as an explosion.
-EXPLODE_GRAD_NORM = 1e4
-#: the in-memory "last good state" is refreshed this often (and at checkpoints).
-SNAPSHOT_EVERY = 50
-#: rows of X and Y used for the unsupervised seed-selection score.
-SELECT_ROWS = 2000
+EXPLODE_GRAD_NORM = 1e4  # a gradient norm above this (before clipping) counts as an explosion
+SNAPSHOT_EVERY = 50  # steps between refreshes of the in-memory "last good state" (and at checkpoints)
+SELECT_ROWS = 2000  # rows of X and Y used for the unsupervised selection score
 # parameters that do not change what is trained (excluded from the run fingerprint)
 NON_TRAINING = ("checkpoint_dir", "checkpoint_every", "device", "progress")
 # parameters added after the earlier checkpoint layout, with the value that trains as it did
 _LEGACY_NEUTRAL = {"select_every": None, "anchor_decay": DEFAULT_ANCHOR_DECAY}
-
-
-def nn_cycle_rate(a2b: Callable, b2a: Callable, X: np.ndarray, Y: np.ndarray) -> float:
-    """Unsupervised translation score in [0, 1] (no pairs needed).
-
-    For each ``x_i``: ``j`` = nearest row of ``Y`` (cosine) to ``a2b(x_i)``,
-    then ``i'`` = nearest row of ``X`` to ``b2a(y_j)``; the score is the rate
-    of ``i' == i``, averaged with the same started from ``Y``. Collapsed maps
-    (many rows onto one hub) and scrambled maps score near ``1/n``.
-    """
-    scores = []
-    for P, Q, f, g in ((X, Y, a2b, b2a), (Y, X, b2a, a2b)):
-        _, j = knn(f(P), 1, database=Q)
-        _, i = knn(g(Q[j[:, 0]]), 1, database=P)
-        scores.append(float(np.mean(i[:, 0] == np.arange(len(P)))))
-    return float(np.mean(scores))
-
-
-def _factorise(W: np.ndarray, c: np.ndarray, width: int) -> Dict[str, np.ndarray]:
-    """``W = U S V^T``, truncated to ``width`` directions (and to singular values
-    above 1e-6 of the largest), for :func:`networks.apply_linear_init`."""
-    U, s, Vt = np.linalg.svd(W, full_matrices=False)
-    keep = min(width, int((s > 1e-6 * s[0]).sum())) if s.size and s[0] > 0 else 0
-    keep = max(keep, 1)
-    return dict(
-        U=U[:, :keep].astype(np.float32),
-        s=np.maximum(s[:keep], 1e-12).astype(np.float32),
-        Vt=Vt[:keep].astype(np.float32),
-        c=c.astype(np.float32),
-    )
 
 
 class Vec2Vec(Translator):
@@ -212,9 +167,7 @@ class Vec2Vec(Translator):
     @classmethod
     def _upgrade_meta(cls, meta: Dict[str, Any]) -> Dict[str, Any]:
         # saved before the selection over training existed: the last step was kept
-        if "selected_step_" not in meta and "steps_done_" in meta:
-            meta = {**meta, "selected_step_": meta["steps_done_"]}
-        return meta
+        return {"selected_step_": meta.get("steps_done_"), **meta} if "steps_done_" in meta else meta
 
     def __init__(
         self,
@@ -379,7 +332,7 @@ class Vec2Vec(Translator):
             width=width,
             weights=weights,
             targets=targets,
-            linear_init=None if targets is None else _factorise(*linear_fit(Xn, targets), width),
+            linear_init=None if targets is None else _networks().factorise_linear(*linear_fit(Xn, targets), width),
             fingerprint={"kind": type(self).__name__, "data": fingerprint_arrays(X, Y, *(() if targets is None else (targets,))), **params},
             legacy=(type(self).__name__, legacy_params, X, Y, targets),  # what the earlier checkpoint layout recorded
             select_every=int(select_every),
@@ -479,7 +432,7 @@ class Vec2Vec(Translator):
             return {"g": g_loss, "d": d_loss}, numbers
 
         def score() -> float:
-            return nn_cycle_rate(lambda A: self._apply(gen.a2b, A), lambda B: self._apply(gen.b2a, B), Xn[sx], Yn[sy])
+            return nn_cycle_rate(lambda A: apply_generator(gen.a2b, A), lambda B: apply_generator(gen.b2a, B), Xn[sx], Yn[sy])
 
         def keep_if_best(done: int) -> None:
             if done % select_every == 0 or done == self.steps:
@@ -523,7 +476,7 @@ class Vec2Vec(Translator):
         self.denoise_a_ = np.eye(Xn.shape[1], dtype=np.float32)
         self.denoise_b_ = np.eye(Yn.shape[1], dtype=np.float32)
         if self.denoise:
-            W, _ = linear_fit(Xn, self._apply(self._module().a2b, Xn))
+            W, _ = linear_fit(Xn, apply_generator(self._module().a2b, Xn))
             self.noise_, self.denoise_a_, self.denoise_b_ = input_filters(Xn, Yn, W)
 
     def _init_targets(self, X: np.ndarray, Y: np.ndarray) -> Optional[np.ndarray]:
@@ -546,19 +499,6 @@ class Vec2Vec(Translator):
                 f"expected finite ({X.shape[0]}, {Y.shape[1]}): is it fitted from X's space to Y's?"
             )
         return unit_rows(T, T.mean(axis=0))
-
-    # -- transform ---------------------------------------------------------------
-    @staticmethod
-    def _apply(fn: Callable, A: np.ndarray, batch: int = 4096) -> np.ndarray:
-        """Run a generator method (``gen.a2b`` / ``gen.b2a``) on rows, in batches."""
-        import torch
-
-        dev = next(fn.__self__.parameters()).device
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(A), batch):
-                outs.append(fn(torch.from_numpy(A[i : i + batch]).to(dev)).float().cpu().numpy())
-        return np.concatenate(outs)
 
     def _module(self):
         mod = getattr(self, "_gen_module", None)
@@ -584,7 +524,7 @@ class Vec2Vec(Translator):
             return torch_device(None)
 
     def _transform(self, X: np.ndarray) -> np.ndarray:
-        Z = self._apply(self._module().a2b, apply_filter(unit_rows(X, self.mean_x_), self.denoise_a_))
+        Z = apply_generator(self._module().a2b, apply_filter(unit_rows(X, self.mean_x_), self.denoise_a_))
         return Z * self.scale_y_ + self.mean_y_
 
     def inverse_transform(self, Y: Any) -> np.ndarray:
@@ -593,7 +533,7 @@ class Vec2Vec(Translator):
         Y = as_matrix(Y, "Y", dtype=np.float32)
         if Y.shape[1] != self.d_out_:
             raise ValueError(f"Y has {Y.shape[1]} columns but this translator was fitted on {self.d_out_}")
-        Z = self._apply(self._module().b2a, apply_filter(unit_rows(Y, self.mean_y_), self.denoise_b_))
+        Z = apply_generator(self._module().b2a, apply_filter(unit_rows(Y, self.mean_y_), self.denoise_b_))
         return (Z * self.scale_x_ + self.mean_x_).astype(np.float32)
 
     # -- persistence -----------------------------------------------------------

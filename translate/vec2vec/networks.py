@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "factorise_linear",
     "Block",
     "Stack",
     "Generators",
@@ -292,3 +293,17 @@ def unflatten_params(module: nn.Module, flat: np.ndarray) -> None:
             n = p.numel()
             p.copy_(torch.from_numpy(np.ascontiguousarray(flat[off : off + n])).view_as(p))
             off += n
+
+
+def factorise_linear(W: np.ndarray, c: np.ndarray, width: int) -> Dict[str, np.ndarray]:
+    """``W = U S V^T``, truncated to ``width`` directions (and to singular values
+    above 1e-6 of the largest), for :func:`networks.apply_linear_init`."""
+    U, s, Vt = np.linalg.svd(W, full_matrices=False)
+    keep = min(width, int((s > 1e-6 * s[0]).sum())) if s.size and s[0] > 0 else 0
+    keep = max(keep, 1)
+    return dict(
+        U=U[:, :keep].astype(np.float32),
+        s=np.maximum(s[:keep], 1e-12).astype(np.float32),
+        Vt=Vt[:keep].astype(np.float32),
+        c=c.astype(np.float32),
+    )
