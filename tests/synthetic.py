@@ -1,4 +1,5 @@
-"""Small synthetic data and settings shared by the contract, fresh-process and README tests.
+"""Small synthetic data and settings shared by the contract, fresh-process and README
+tests, and :func:`script_module`, which the tests of ``scripts/`` use to import a script.
 
 Not a test module (pytest collects ``test_*.py`` only); the tests import it by name
 (pytest puts this folder on ``sys.path``).
@@ -7,6 +8,10 @@ Not a test module (pytest collects ``test_*.py`` only); the tests import it by n
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Dict, Iterator
 
 import numpy as np
@@ -51,3 +56,18 @@ def torch_threads(n: int = 1) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def script_module(name: str) -> Iterator[ModuleType]:
+    """``scripts/<name>.py`` imported as module ``reptrans_<name>``, registered in
+    ``sys.modules`` while the block runs (dataclasses look their module up there)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"reptrans_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    try:
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.modules.pop(spec.name, None)

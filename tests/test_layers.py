@@ -146,15 +146,12 @@ def test_rotation_test_bad_args(X, Y, kwargs, match):
 @pytest.mark.slow
 def test_reproduce_convergence_script_smoke(tmp_path):
     """The reproduction script runs end to end (1 epoch, 3 folds) and writes its outputs."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "reproduce_convergence.py"
-    spec = importlib.util.spec_from_file_location("reproduce_convergence", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    assert mod.main(["--epochs", "1", "--folds", "3", "--out", str(tmp_path)]) == 0
+    from synthetic import script_module
+
+    with script_module("reproduce_convergence") as mod:
+        assert mod.main(["--epochs", "1", "--folds", "3", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
     assert [c["epoch"] for c in res["training"]] == [0, 0.25, 1]
     assert len(res["verdicts"]) == 8

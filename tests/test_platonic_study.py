@@ -6,13 +6,12 @@ and a tiny synthetic end-to-end run (slow) whose JSON must hold what the docs us
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from synthetic import script_module
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "platonic_study.py"
@@ -20,14 +19,8 @@ SCRIPT = ROOT / "scripts" / "platonic_study.py"
 
 @pytest.fixture(scope="module")
 def ps():
-    spec = importlib.util.spec_from_file_location("reptrans_platonic_study", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    try:
-        spec.loader.exec_module(mod)
+    with script_module("platonic_study") as mod:
         yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 # --------------------------------------------------------------------------- CIELAB
