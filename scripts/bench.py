@@ -380,24 +380,33 @@ def _gemm():
         return Xt, torch.zeros((b, p["n"]), dtype=torch.float32, device=dev), dev, lib
 
     def run(inp, p):
-        import torch
-
         Xt, buf, dev, lib = inp
-        n, b = Xt.shape[0], buf.shape[0]
+        label = blocked_gram(Xt, buf, lib)
         if lib == "numpy":
-            X, out = Xt.numpy(), buf.numpy()
-            for s in range(0, n, b):
-                e = min(n, s + b)
-                np.matmul(X[s:e], X.T, out=out[: e - s])
-            return "numpy (OpenBLAS)"
-        with torch.no_grad():
-            for s in range(0, n, b):
-                e = min(n, s + b)
-                torch.mm(Xt[s:e], Xt.T, out=buf[: e - s])
+            return label
         _sync(dev)
-        return f"torch.mm ({dev.type})"
+        return f"{label} ({dev.type})"
 
     return setup, run
+
+
+def blocked_gram(Xt: "torch.Tensor", buf: "torch.Tensor", lib: str) -> str:  # noqa: F821
+    """X Xᵀ in row blocks of ``len(buf)`` into ``buf`` (each block overwrites it), by
+    numpy (``lib == "numpy"``, CPU tensors viewed as arrays) or torch.mm; returns the label."""
+    import torch
+
+    n, b = Xt.shape[0], buf.shape[0]
+    if lib == "numpy":
+        X, out = Xt.numpy(), buf.numpy()
+        for s in range(0, n, b):
+            e = min(n, s + b)
+            np.matmul(X[s:e], X.T, out=out[: e - s])
+        return "numpy (OpenBLAS)"
+    with torch.no_grad():
+        for s in range(0, n, b):
+            e = min(n, s + b)
+            torch.mm(Xt[s:e], Xt.T, out=buf[: e - s])
+    return "torch.mm"
 
 
 # -- CKNNA
@@ -800,22 +809,9 @@ def make_product(X: np.ndarray) -> Callable[[], str]:
     n = X.shape[0]
     b = gemm_block_rows(n)
     lib = cpu_matmul_lib(X.shape[1])
-    buf = np.zeros((b, n), dtype=np.float32)
-    Xt, bt = torch.from_numpy(X), torch.from_numpy(buf)
-
-    def run() -> str:
-        if lib == "numpy":
-            for s in range(0, n, b):
-                e = min(n, s + b)
-                np.matmul(X[s:e], X.T, out=buf[: e - s])
-            return "numpy (OpenBLAS)"
-        with torch.no_grad():
-            for s in range(0, n, b):
-                e = min(n, s + b)
-                torch.mm(Xt[s:e], Xt.T, out=bt[: e - s])
-        return "torch.mm"
-
-    return run
+    # zeros, not empty: the pages are touched here, not inside the timed product
+    Xt, bt = torch.from_numpy(X), torch.zeros((b, n), dtype=torch.float32)
+    return lambda: blocked_gram(Xt, bt, lib)
 
 
 def platonic_svcca(A: np.ndarray, B: np.ndarray, cca_dim: int = 10, seed: int = 0) -> float:
