@@ -3,6 +3,15 @@ import pytest
 import torch
 
 from align import cknna, cycle_knn, lcs_knn, mutual_knn
+from synthetic import torch_threads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The dense torch definitions here are small: on one thread (more cost more CPU than they
+    save, several times more on a shared machine). The library's calls set their own count."""
+    with torch_threads(1):
+        yield
 
 
 def _dense_nn(F, k):

@@ -28,6 +28,17 @@ import torch.nn.functional as F
 from align.metrics.cca import svcca
 from align.metrics.kernel import cka
 from align.metrics.neighbors import cknna, cycle_knn, edit_distance_knn, lcs_knn, mutual_knn
+from synthetic import torch_threads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The torch references here are tiny (n <= 200): on one thread. More threads cost more
+    CPU than they save, and several times more on a shared machine; the library's own calls
+    set their thread count themselves."""
+    with torch_threads(1):
+        yield
+
 
 EPS = 1e-6  # platonic-rep's "+ 1e-6" in the CKA and CKNNA denominators
 KS = (5, 10, 20)

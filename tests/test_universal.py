@@ -376,28 +376,35 @@ def test_translatability_details_determinism_and_bad_input():
 
 
 @pytest.mark.slow
-def test_universal_study_runs_resumes_and_writes_markdown(tmp_path):
-    script = [sys.executable, "scripts/universal_study.py", "--synthetic", "--json", str(tmp_path / "s.json"),
-              "--n-train", "600", "--pool", "200", "--isometric", json.dumps(ISO)]
+def test_universal_study_runs_resumes_and_writes_markdown(tmp_path, capsys):
+    """The study's fits run in this process through the script's main() (one set of imports,
+    not three); the markdown step runs the script as a command, as the docs page is written."""
     from pathlib import Path
 
+    from synthetic import script_module
+
+    args = ["--synthetic", "--json", str(tmp_path / "s.json"), "--n-train", "600", "--pool", "200",
+            "--isometric", json.dumps(ISO)]
     root = Path(__file__).resolve().parents[1]
-    run = lambda *extra: subprocess.run(script + list(extra), cwd=root, capture_output=True, text=True,  # noqa: E731
-                                        check=True).stdout
-    run("--parts", "oracle", "cka", "translatability")
-    res = json.loads((tmp_path / "s.json").read_text())
-    assert "oracle minilm->mpnet" in res["records"] and "translatability e5->mpnet seed0" in res["records"]
-    assert res["records"]["oracle minilm->e5"]["top1"] >= 0.95
-    out = run("--parts", "oracle", "cka", "translatability", "universal")  # resumes: only universal is new
-    assert not any(line.startswith("oracle ") for line in out.splitlines()) and "universal seed0:" in out
-    res = json.loads((tmp_path / "s.json").read_text())
-    uni = res["records"]["universal seed0"]
-    placed = [e for e, r in uni["report"].items() if r["included"]]
-    assert set(uni["report"]) == {"minilm", "mpnet", "e5"} and len(placed) >= 2
-    assert len(uni["ordered"]) == len(placed) * (len(placed) - 1)
-    subprocess.run(script[:2] + ["--json", str(tmp_path / "s.json"), "--md", str(tmp_path / "u.md")], cwd=root,
-                   check=True, capture_output=True)
+    with script_module("universal_study") as study:
+        def run(*extra):
+            assert study.main(args + list(extra)) == 0
+            return capsys.readouterr().out
+
+        run("--parts", "oracle", "cka", "translatability")
+        res = json.loads((tmp_path / "s.json").read_text())
+        assert "oracle minilm->mpnet" in res["records"] and "translatability e5->mpnet seed0" in res["records"]
+        assert res["records"]["oracle minilm->e5"]["top1"] >= 0.95
+        out = run("--parts", "oracle", "cka", "translatability", "universal")  # resumes: only universal is new
+        assert not any(line.startswith("oracle ") for line in out.splitlines()) and "universal seed0:" in out
+        res = json.loads((tmp_path / "s.json").read_text())
+        uni = res["records"]["universal seed0"]
+        placed = [e for e, r in uni["report"].items() if r["included"]]
+        assert set(uni["report"]) == {"minilm", "mpnet", "e5"} and len(placed) >= 2
+        assert len(uni["ordered"]) == len(placed) * (len(placed) - 1)
+        with pytest.raises(SystemExit, match="another configuration"):  # another configuration in the same file
+            run("--n-train", "500")
+    subprocess.run([sys.executable, "scripts/universal_study.py", "--json", str(tmp_path / "s.json"), "--md",
+                    str(tmp_path / "u.md")], cwd=root, check=True, capture_output=True)
     md = (tmp_path / "u.md").read_text()
     assert "Synthetic stand-in data" in md and "| minilm -> mpnet |" in md and "Spearman" in md
-    with pytest.raises(subprocess.CalledProcessError):  # another configuration in the same file
-        run("--n-train", "500")
