@@ -73,17 +73,25 @@ def test_peak_memory_sees_an_allocation(bench):
     assert pm.peak >= 48 << 20, (pm.method, pm.peak)
 
 
-@pytest.mark.slow
-def test_quick_run_emits_valid_json(tmp_path):
-    out, md = tmp_path / "bench.json", tmp_path / "bench.md"
-    cmd = [sys.executable, str(BENCH), "--quick", "--cases", "mknn-1k", "isometric",
-           "--out", str(out), "--md", str(md), "--timeout", "600"]
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    """One ``bench.py --quick`` run of the cases both smoke tests below read (one parent
+    process: every measurement runs in a child of its own anyway)."""
+    tmp = tmp_path_factory.mktemp("bench")
+    out, md = tmp / "bench.json", tmp / "bench.md"
+    cmd = [sys.executable, str(BENCH), "--quick", "--cases", "mknn-1k", "isometric", "limit-mknn-5k",
+           "limit-svcca-1k", "limit-cka-5k", "--out", str(out), "--md", str(md), "--timeout", "600"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    data = json.loads(out.read_text())
+    return proc, json.loads(out.read_text()), md
+
+
+@pytest.mark.slow
+def test_quick_run_emits_valid_json(quick_run):
+    proc, data, md = quick_run
     assert data["machine"]["torch_device"] in ("cpu", "cuda", "cuda:0")
     rows = {r["case"]: r for r in data["cases"]}
-    assert set(rows) == {"mknn-1k", "isometric-1.5k"}
+    assert set(rows) == {"mknn-1k", "isometric-1.5k", "limit-mknn-5k", "limit-svcca-1k", "limit-cka-5k"}
     m = rows["mknn-1k"]
     for side in ("reptrans", "baseline", "gemm"):
         assert m[side]["status"] == "ok", m[side]
@@ -160,13 +168,9 @@ def test_burner_holds_a_core_and_stops(bench):
 
 
 @pytest.mark.slow
-def test_quick_limit_rows_run(tmp_path):
-    out = tmp_path / "limit.json"
-    cmd = [sys.executable, str(BENCH), "--quick", "--cases", "limit-mknn-5k", "limit-svcca-1k", "limit-cka-5k",
-           "--out", str(out), "--timeout", "600"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {r["case"]: r for r in json.loads(out.read_text())["cases"]}
+def test_quick_limit_rows_run(quick_run):
+    proc, data, _ = quick_run
+    rows = {r["case"]: r for r in data["cases"]}
     m = rows["limit-mknn-5k"]["limit"]
     assert m["ratio"] > 0 and m["peak_mib"] >= 0 and 0 <= m["impl_value"] <= 1
     s = rows["limit-svcca-1k"]["limit"]
