@@ -31,6 +31,22 @@ Parts (``--parts``, default all):
   Wasserstein-Procrustes steps at each of ε = 0.1, 0.05, 0.02, and 10 rounds of CSLS
   matching (both directions) + Procrustes, on the n unpaired rows per side of
   minilm -> e5 (5000). The top-1 they keep is what no start can beat with these steps.
+* ``sizecurve``: minilm <-> e5 (both directions, zero pairs) at 5k, 11.5k, 25k and 50k
+  texts per side: the issue's fallback target (the smallest size <= 50k that reaches
+  0.9 x the paired oracle). Up to 11.5k the ``real`` layout; beyond, e5 texts
+  [24000, 24000 + n) and minilm texts [24000 + n, 24000 + 2n) (``BIG_START``); pool
+  [23000, 24000). Sizes whose embeddings are not cached are skipped with a message.
+* ``clusters``: why the k-means + quadratic-assignment start (``init="anchors"``;
+  Schnaus et al. 2026, Dar 2025) finds minilm -> mpnet's clusters but not e5's, on
+  texts [0, 10000) embedded by both encoders (a diagnostic: it uses the pairing). For
+  k = 10, 20, 30: (1) the QAP objective and solver, given clusters that correspond by
+  construction (one k-means on the source, the same texts' means on the target): the
+  fraction of clusters the swap search assigns correctly; (2) independent k-means on
+  each side: the fraction of texts in matched clusters (best one-to-one overlap) within
+  one space across two seeds and across the two spaces, and how often the QAP's matching
+  equals that overlap matching; (3) the start a perfect matching of independent
+  clusters would give: polar(C_aᵀ O C_b) with O the clusters' co-occurrence of texts
+  (k = 100), its top-1 on the pool.
 * ``ablation``: what each step of :class:`translate.Isometric` buys on the real
   pair (11.5k per side), changing one parameter at a time. Every row also
   reports the top-1 of the chosen restart's initial map and of its explored map
@@ -67,6 +83,8 @@ ENC = {"minilm": "minilm", "mpnet": "mpnet", "e5": "e5"}
 POOL_START, POOL = 23000, 1000
 BIG_POOL_START, BIG_POOL = 24000, 8192
 HALF = 11500
+BIG_START = 24000  # sizecurve beyond HALF: e5 texts [BIG_START, +n), minilm [BIG_START + n, +n)
+SIZES = (5000, HALF, 25000, 50000)
 
 Data = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -81,6 +99,17 @@ def _emb(encoder: str, start: int, n: int) -> np.ndarray:
 def real_data(source: str, target: str, n: int) -> Data:
     """Source texts [0, n), target texts [HALF, HALF + n): disjoint for n <= HALF."""
     A, B = _emb(source, 0, HALF)[:n], _emb(target, HALF, HALF)[:n]
+    return A, B, _emb(source, POOL_START, POOL), _emb(target, POOL_START, POOL)
+
+
+def big_data(source: str, target: str, n: int) -> Data:
+    """minilm <-> e5 with n > HALF texts per side: e5 [BIG_START, +n), minilm [BIG_START + n, +n),
+    cached only (an hour of e5 embedding is never started by accident)."""
+    from align.data import embed_corpus
+
+    start = {"e5": BIG_START, "minilm": BIG_START + n}
+    A, B = (embed_corpus(e, corpus="wordnet", n=n, start=start[e], progress=False, cached_only=True)
+            for e in (source, target))
     return A, B, _emb(source, POOL_START, POOL), _emb(target, POOL_START, POOL)
 
 
@@ -231,6 +260,53 @@ def fixed_point(source: str, target: str, n: int) -> Dict[str, Any]:
     return out
 
 
+def cluster_diagnostic(source: str, target: str, n: int = 10000, seed: int = 0) -> Dict[str, Any]:
+    """The ``clusters`` part (module docstring): where the k-means + QAP start breaks."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.cluster import KMeans
+
+    from translate.matching import centred_kernel, match_kernels, polar
+    from translate.paired import SpacePrep
+
+    prep = SpacePrep(center=True, normalize=True)
+    ma, _, X = prep.fit(_emb(source, 0, n))
+    mb, sb, Y = prep.fit(_emb(target, 0, n))
+    At, Bt = prep.apply(_emb(source, POOL_START, POOL), ma), _emb(target, POOL_START, POOL)
+    rng = np.random.default_rng(seed)
+
+    def labels(Z: np.ndarray, k: int, s: int) -> np.ndarray:
+        return KMeans(k, n_init=1, random_state=s).fit(Z).labels_
+
+    def means(Z: np.ndarray, lab: np.ndarray, k: int) -> np.ndarray:
+        return np.stack([Z[lab == c].mean(axis=0) for c in range(k)])
+
+    def overlap(l1: np.ndarray, l2: np.ndarray, k: int) -> Tuple[float, np.ndarray]:
+        O = np.zeros((k, k))
+        np.add.at(O, (l1, l2), 1)
+        r, c = linear_sum_assignment(O, maximize=True)
+        return float(O[r, c].sum() / len(l1)), c
+
+    out: Dict[str, Any] = {"n": n}
+    for k in (10, 20, 30):
+        la, la2, lb = labels(X, k, seed), labels(X, k, seed + 1), labels(Y, k, seed + 2)
+        same, _ = match_kernels(centred_kernel(means(X, la, k)), centred_kernel(means(Y, la, k)), 30, rng)
+        across, truth = overlap(la, lb, k)
+        perm, _ = match_kernels(centred_kernel(means(X, la, k)), centred_kernel(means(Y, lb, k)), 30, rng)
+        out[f"k={k}"] = {"qap_correct_same_clusters": float(np.mean(same == np.arange(k))),
+                         "overlap_within_source": overlap(la, la2, k)[0],
+                         "overlap_within_target": overlap(lb, labels(Y, k, seed + 3), k)[0],
+                         "overlap_across": across, "qap_equals_overlap_matching": float(np.mean(perm == truth))}
+    k = 100
+    la, lb = labels(X, k, seed), labels(Y, k, seed + 2)
+    O = np.zeros((k, k))
+    np.add.at(O, (la, lb), 1.0 / n)
+    W = polar(means(X, la, k).T @ O @ means(Y, lb, k))
+    out["perfect_matching_start_top1"] = float(evaluate(prep.inverse(At @ W, mb, sb), Bt)["top1"])
+    W = polar(X.T @ Y)
+    out["oracle_top1"] = float(evaluate(prep.inverse(At @ W, mb, sb), Bt)["top1"])
+    return out
+
+
 def plan(args) -> List[Tuple[str, Dict[str, Any], Callable[[], Data], int, Dict[str, Any]]]:
     """(part, key fields, data loader, seed, Isometric params) for every fit."""
     seeds = list(range(args.seeds))
@@ -260,6 +336,12 @@ def plan(args) -> List[Tuple[str, Dict[str, Any], Callable[[], Data], int, Dict[
             for s in seeds:
                 key = {"source": src, "target": tgt, "n": args.n, "pool": BIG_POOL}
                 jobs.append(("pool8192", key, functools.partial(real_data, src, tgt, args.n), s, {}))
+    if "sizecurve" in args.parts:
+        for n in args.sizes:
+            for src, tgt in (("minilm", "e5"), ("e5", "minilm")):
+                load = functools.partial(real_data if n <= HALF else big_data, src, tgt, n)
+                key = {"source": src, "target": tgt, "n": n}
+                jobs.append(("sizecurve", key, load, 0, {}))
     if "ablation" in args.parts:
         variants = {
             "random init": {"init": "random", "n_init": 2},
@@ -331,11 +413,12 @@ def plot_curve(results: List[Dict[str, Any]], path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parts = ["synthetic", "real", "curve", "pairs", "pool8192", "fixedpoint", "ablation"]
+    parts = ["synthetic", "real", "curve", "pairs", "pool8192", "fixedpoint", "sizecurve", "clusters", "ablation"]
     ap.add_argument("--parts", nargs="+", default=parts, choices=parts)
     ap.add_argument("--n", type=int, default=HALF, help="texts per side for the 'real' part")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--curve-seeds", type=int, default=3)
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="texts per side for 'sizecurve'")
     ap.add_argument("--json", default="out/translation_study.json")
     args = ap.parse_args(argv)
     path = Path(args.json)
@@ -348,12 +431,24 @@ def main(argv=None) -> int:
             results.append({"part": "fixedpoint", "key": key, **fixed_point("minilm", "e5", 5000)})
             path.write_text(json.dumps(results, indent=1))
             print(f"fixedpoint {key}: {results[-1]}", flush=True)
+    if "clusters" in args.parts:
+        for src, tgt in (("minilm", "mpnet"), ("minilm", "e5"), ("mpnet", "e5")):
+            key = {"source": src, "target": tgt}
+            if ("clusters", json.dumps(key), None, json.dumps(None)) not in done:
+                results.append({"part": "clusters", "key": key, **cluster_diagnostic(src, tgt)})
+                path.write_text(json.dumps(results, indent=1))
+                print(f"clusters {key}: {results[-1]}", flush=True)
     for part, key, load, seed, params in plan(args):
         ident = (part, json.dumps(key), seed, json.dumps(params))
         if ident in done:
             continue
+        try:
+            data = load()
+        except ValueError as exc:  # a size of the curve whose texts are not embedded yet
+            print(f"{part} {key}: skipped ({exc})", flush=True)
+            continue
         pools = (big_pool(key["source"], key["target"]),) if part == "pool8192" else ()
-        r = {"part": part, "key": key, "params": params, **fit_one(load(), seed, params, pools)}
+        r = {"part": part, "key": key, "params": params, **fit_one(data, seed, params, pools)}
         results.append(r)
         path.write_text(json.dumps(results, indent=1))
         print(f"{part} {key} seed {seed}: top1 {r['top1']:.3f}, {r['wall_s']} s, restarts {r['restarts']}, "
