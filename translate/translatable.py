@@ -43,8 +43,8 @@ its own):
 Default: the profile alone (``restarts=0``), in about a second whatever the
 sizes of the sets. The evidence is opt-in (``restarts=3``): on real encoders it
 cost 12-19 s per pair (4000 rows per side, 2 shared cores; 15-50 % of an Isometric
-fit) and stayed <= 0.1, so it did not change the ranking; the validation over
-every ordered pair of five text spaces is ``docs/translatability.md``
+fit) and stayed <= 0.1, so it did not change the ranking; the validation on pairs
+of real text spaces (final layers, GloVe averages, an intermediate layer) is ``docs/translatability.md``
 (``scripts/translatability_study.py``).
 """
 
