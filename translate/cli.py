@@ -13,6 +13,7 @@ while working; 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import textwrap
 import warnings
@@ -435,6 +436,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{prog}: error: {rewrite(str(exc))}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
+            # a second Ctrl-C while the interpreter shuts down (seconds, under load) would
+            # otherwise kill the process by the signal instead of exiting with 130
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            except ValueError:  # not the main thread: nothing to protect
+                pass
             print(f"{prog}: interrupted", file=sys.stderr)
             return 130
         except OSError as exc:
