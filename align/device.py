@@ -54,9 +54,19 @@ __all__ = [
 ]
 
 
+# Device nodes of the NVIDIA driver (and WSL2's GPU bridge): without any of them on Linux,
+# CUDA cannot be available, and importing torch only to learn that costs seconds per process.
+_NVIDIA_NODES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg")
+
+
 def cuda_available() -> bool:
     if os.environ.get("REPTRANS_FORCE_CPU"):
         return False
+    if "torch" not in sys.modules:
+        if sys.platform == "darwin":
+            return False
+        if sys.platform.startswith("linux") and not any(os.path.exists(p) for p in _NVIDIA_NODES):
+            return False
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency

@@ -158,3 +158,19 @@ def test_available_cores_respects_affinity_and_cgroup_quota(monkeypatch):
 def test_busy_elsewhere_reads_proc_stat():
     busy = device._busy_elsewhere()
     assert busy is None or 0.0 <= busy <= len(device._affinity() or range(1)) + 1e-9
+
+
+def test_cuda_check_without_a_driver_does_not_import_torch():
+    """Without an NVIDIA driver node, cuda_available() answers False without importing torch
+    (seconds per process: every `reptrans` command asks it)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/dxg")):
+        pytest.skip("an NVIDIA driver is present: the check asks torch")
+    code = "import sys; from align.device import cuda_available; print(cuda_available(), 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout.split()
+    assert out == ["False", "False"]
