@@ -20,8 +20,6 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import numpy as np
-from scipy.spatial.distance import pdist
-from scipy.stats import pearsonr, spearmanr
 
 from align.device import threads
 from align.validation import as_matrix, check_choice, check_nonzero_rows, check_paired
@@ -372,6 +370,8 @@ def _rdm(X: np.ndarray, distance: str, name: str) -> np.ndarray:
                 f"{name} has {flat.size} row(s) constant across features (first: {int(flat[0])}); the correlation "
                 "distance is undefined for them: drop them or use distance='euclidean'"
             )
+    from scipy.spatial.distance import pdist  # imported here: scipy.spatial and .stats cost ~2 s per process
+
     d = pdist(X, metric=distance)
     if np.ptp(d) == 0:
         raise ValueError(
@@ -408,6 +408,8 @@ def rsa(X: Any, Y: Any, distance: str = "correlation", compare: str = "spearman"
     _check_dense(X.shape[0], "RSA", "Use cka(X, Y) (linear, feature-space form)")
     dx = _rdm(X, distance, "X")
     dy = _rdm(Y, distance, "Y")
+    from scipy.stats import pearsonr, spearmanr
+
     if compare == "spearman":
         return float(spearmanr(dx, dy).statistic)
     return float(pearsonr(dx, dy).statistic)

@@ -44,8 +44,6 @@ import numbers
 from typing import Any, Callable, Iterator, Optional, Tuple
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.stats import rankdata
 
 from align.validation import (
     as_matrix,
@@ -105,6 +103,8 @@ def _standardize(A: np.ndarray, correlation: str) -> np.ndarray:
     (or, after ranking, Spearman) correlation matrix. Columns with no variance
     become all zeros, so their correlation with anything is 0."""
     if correlation == "spearman":
+        from scipy.stats import rankdata  # imported on use: scipy.stats costs ~1 s per process
+
         A = rankdata(A, axis=0)
     Ac = A - A.mean(axis=0)
     norm = np.sqrt(np.einsum("ij,ij->j", Ac, Ac))
@@ -279,6 +279,8 @@ def procrustes_score(X: Any, Y: Any, folds: int = 5, correlation: str = "pearson
 def _match_units(r_train: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """One-to-one unit pairs maximising the summed train correlation
     (Hungarian algorithm); min(d_x, d_y) pairs."""
+    from scipy.optimize import linear_sum_assignment
+
     return linear_sum_assignment(r_train, maximize=True)
 
 
