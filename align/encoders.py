@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import contextlib
 import importlib
 import importlib.metadata as importlib_metadata
 import io
@@ -451,12 +452,9 @@ def load_encoder(encoder: str = "minilm", device: Optional[str] = None):
         return _MODELS[key]
 
 
-#: On CPU a batch holds at most this many padded tokens (texts x its longest text; never
-#: fewer than one text) per thread it runs on. Texts are sorted by token count over the
-#: whole request first, so a batch pads little (WordNet texts: 3-8% padding tokens, against
-#: 51-55% in batches of 64 sorted by characters), and its activations stay in the core's
-#: cache (``scripts/bench.py --cases embed``, docs/benchmarks.md). On CUDA only
-#: ``batch_size`` bounds a batch.
+#: On CPU a batch holds at most this many padded tokens (texts x its longest text; at least
+#: one text) per thread; texts are sorted by token count over the whole request first, so
+#: batches pad little and stay in cache (docs/benchmarks.md). On CUDA only ``batch_size`` does.
 CPU_BATCH_TOKENS = 512
 
 
@@ -512,8 +510,6 @@ def _encode_sentence_transformers(model: Any, texts: Sequence[str], batch_size: 
                                   precision: str = "fp32") -> np.ndarray:
     """Embed in batches of similar token length (:func:`length_batches`), rows in the
     order of ``texts``."""
-    import contextlib
-
     out: Optional[np.ndarray] = None
     if precision == "bf16":
         import torch
@@ -524,9 +520,8 @@ def _encode_sentence_transformers(model: Any, texts: Sequence[str], batch_size: 
         cast = contextlib.nullcontext
     for idx in length_batches(token_lengths(model, texts), batch_size, max_tokens):
         with cast():
-            emb = model.encode([texts[i] for i in idx], batch_size=len(idx), show_progress_bar=False,
-                               convert_to_numpy=True, normalize_embeddings=bool(normalize))
-        emb = np.asarray(emb, dtype=np.float32)
+            emb = np.asarray(model.encode([texts[i] for i in idx], batch_size=len(idx), show_progress_bar=False,
+                                          convert_to_numpy=True, normalize_embeddings=bool(normalize)), np.float32)
         if out is None:
             out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
         out[idx] = emb
