@@ -32,12 +32,11 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -108,22 +107,6 @@ def plan(args) -> List[Tuple[str, Callable[[], Dict[str, Any]]]]:
     return jobs
 
 
-def _write(path: Path, results: Dict[str, Any]) -> None:
-    from translate.tables import to_json
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_json(results))
-    os.replace(tmp, path)
-
-
-def spearman(x: List[float], y: List[float]) -> Optional[float]:
-    from scipy.stats import spearmanr
-
-    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    return float(spearmanr(x, y).statistic)
-
-
 def table_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
     """One dict per ordered pair that has a translatability and an Isometric record."""
     out = []
@@ -147,6 +130,8 @@ def table_rows(results: Dict[str, Any]) -> List[Dict[str, Any]]:
 
 
 def summary(results: Dict[str, Any]) -> Dict[str, Any]:
+    from universal_study import spearman
+
     rs = table_rows(results)
     iso = [r["iso"] for r in rs]
     out: Dict[str, Any] = {"n": len(rs), "spearman": {}}
@@ -232,6 +217,8 @@ def markdown(results: Dict[str, Any]) -> str:
 
 
 def main(argv=None) -> int:
+    from translate.tables import write_json
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", default="out/translatability.json")
     ap.add_argument("--md", default=None, help="write this markdown page from --json and exit")
@@ -251,7 +238,7 @@ def main(argv=None) -> int:
             continue
         t0 = time.perf_counter()
         results[key] = fn()
-        _write(path, results)
+        write_json(path, results)
         print(f"{key}: {time.perf_counter() - t0:.1f} s", flush=True)
     print(json.dumps(summary(results), indent=1))
     return 0

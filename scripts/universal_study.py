@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import sys
 import time
 import warnings
@@ -204,18 +203,10 @@ def plan(args, lay) -> List[Tuple[str, Any]]:
     return jobs
 
 
-def _write(path: Path, results: Dict[str, Any]) -> None:
-    from translate.tables import to_json
-
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_json(results))
-    os.replace(tmp, path)
-
-
 # --------------------------------------------------------------------------- summary
 
 
-def _spearman(x: List[float], y: List[float]) -> Optional[float]:
+def spearman(x: List[float], y: List[float]) -> Optional[float]:
     from scipy.stats import spearmanr
 
     if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
@@ -256,10 +247,10 @@ def summary(results: Dict[str, Any]) -> Dict[str, Any]:
         for target in ("iso", "uni"):
             ps = [p for p in points if p["t"] is not None and p[target] is not None]
             corr[f"translatability.{comp} vs {target} top-1"] = {
-                "spearman": _spearman([p["t"][comp] for p in ps], [p[target] for p in ps]), "n": len(ps)}
+                "spearman": spearman([p["t"][comp] for p in ps], [p[target] for p in ps]), "n": len(ps)}
     for target in ("iso", "uni"):
         ps = [p for p in points if p["cka"] is not None and p[target] is not None]
-        corr[f"cka (paired) vs {target} top-1"] = {"spearman": _spearman([p["cka"] for p in ps],
+        corr[f"cka (paired) vs {target} top-1"] = {"spearman": spearman([p["cka"] for p in ps],
                                                                          [p[target] for p in ps]), "n": len(ps)}
     return {"seeds": seeds, "table": table, "correlations": corr}
 
@@ -382,6 +373,8 @@ def markdown(results: Optional[Dict[str, Any]], command: str) -> str:
 
 
 def main(argv=None) -> int:
+    from translate.tables import write_json
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--json", default="out/universal_study.json")
     ap.add_argument("--md", default=None, help="write this markdown page from --json and exit")
@@ -413,7 +406,7 @@ def main(argv=None) -> int:
             continue
         t0 = time.perf_counter()
         results["records"][key] = job()
-        _write(path, results)
+        write_json(path, results)
         print(f"{key}: {time.perf_counter() - t0:.1f} s", flush=True)
     sm = summary(results)
     from translate.tables import markdown_table

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from translate.cli_support import UsageError, cli_message, read_pairs
-from translate.tables import format_column, markdown_table, to_json
+from translate.tables import format_column, markdown_table, to_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -211,6 +211,9 @@ def test_compare_json_is_valid_without_chance(spaces, tmp_path):
     rows = json.loads(out.read_text(), parse_constant=refuse)
     assert rows[0]["chance"] is None and rows[0]["value"] > 0.99
     assert to_json({"a": float("nan"), "b": [np.float32(1.5), float("inf")]}) == to_json({"a": None, "b": [1.5, None]})
+    write_json(tmp_path / "w.json", {"a": float("nan"), "b": np.float32(1.5)})  # atomic: no temporary left
+    assert json.loads((tmp_path / "w.json").read_text()) == {"a": None, "b": 1.5}
+    assert sorted(p.name for p in tmp_path.glob("w.json*")) == ["w.json"]
 
 
 def test_param_values_and_keys_are_validated(spaces, tmp_path):

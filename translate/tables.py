@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
 import re
 from typing import Any, Dict, List, Optional, Sequence
 
-__all__ = ["markdown_table", "format_column", "format_number", "json_safe", "to_json"]
+__all__ = ["markdown_table", "format_column", "format_number", "json_safe", "to_json", "write_json"]
 
 _SECONDS = re.compile(r"(^|[\s_])(s|sec|secs|seconds|time)$", re.IGNORECASE)
 MISSING = "—"
@@ -107,3 +108,13 @@ def json_safe(obj: Any) -> Any:
 def to_json(obj: Any) -> str:
     """Valid JSON, always: missing or non-finite numbers are ``null``."""
     return json.dumps(json_safe(obj), indent=2, allow_nan=False)
+
+
+def write_json(path: Any, obj: Any) -> None:
+    """:func:`to_json` of ``obj`` to ``path`` atomically (a temporary file, then a rename):
+    a study interrupted while writing keeps its previous results file whole."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(to_json(obj))
+    os.replace(tmp, path)
