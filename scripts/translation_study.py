@@ -280,11 +280,15 @@ def cluster_diagnostic(source: str, target: str, n: int = 10000, seed: int = 0) 
     def means(Z: np.ndarray, lab: np.ndarray, k: int) -> np.ndarray:
         return np.stack([Z[lab == c].mean(axis=0) for c in range(k)])
 
-    def overlap(l1: np.ndarray, l2: np.ndarray, k: int) -> Tuple[float, np.ndarray]:
+    def cooccurrence(l1: np.ndarray, l2: np.ndarray, k: int) -> np.ndarray:
         O = np.zeros((k, k))
-        np.add.at(O, (l1, l2), 1)
+        np.add.at(O, (l1, l2), 1.0 / len(l1))  # fraction of texts in cluster i of one side and j of the other
+        return O
+
+    def overlap(l1: np.ndarray, l2: np.ndarray, k: int) -> Tuple[float, np.ndarray]:
+        O = cooccurrence(l1, l2, k)
         r, c = linear_sum_assignment(O, maximize=True)
-        return float(O[r, c].sum() / len(l1)), c
+        return float(O[r, c].sum()), c
 
     out: Dict[str, Any] = {"n": n}
     for k in (10, 20, 30):
@@ -298,9 +302,7 @@ def cluster_diagnostic(source: str, target: str, n: int = 10000, seed: int = 0) 
                          "overlap_across": across, "qap_equals_overlap_matching": float(np.mean(perm == truth))}
     k = 100
     la, lb = labels(X, k, seed), labels(Y, k, seed + 2)
-    O = np.zeros((k, k))
-    np.add.at(O, (la, lb), 1.0 / n)
-    W = polar(means(X, la, k).T @ O @ means(Y, lb, k))
+    W = polar(means(X, la, k).T @ cooccurrence(la, lb, k) @ means(Y, lb, k))
     out["perfect_matching_start_top1"] = float(evaluate(prep.inverse(At @ W, mb, sb), Bt)["top1"])
     W = polar(X.T @ Y)
     out["oracle_top1"] = float(evaluate(prep.inverse(At @ W, mb, sb), Bt)["top1"])
@@ -425,19 +427,19 @@ def main(argv=None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     results: List[Dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
     done = {(r["part"], json.dumps(r["key"]), r.get("seed"), json.dumps(r.get("params"))) for r in results}
+    # diagnostics: one record each, no Isometric fit
+    diagnostics: List[Tuple[str, Dict[str, Any], Callable[[], Dict[str, Any]]]] = []
     if "fixedpoint" in args.parts:
-        key = {"source": "minilm", "target": "e5", "n": 5000}
-        if ("fixedpoint", json.dumps(key), None, json.dumps(None)) not in done:
-            results.append({"part": "fixedpoint", "key": key, **fixed_point("minilm", "e5", 5000)})
-            path.write_text(json.dumps(results, indent=1))
-            print(f"fixedpoint {key}: {results[-1]}", flush=True)
+        diagnostics.append(("fixedpoint", {"source": "minilm", "target": "e5", "n": 5000},
+                            functools.partial(fixed_point, "minilm", "e5", 5000)))
     if "clusters" in args.parts:
-        for src, tgt in (("minilm", "mpnet"), ("minilm", "e5"), ("mpnet", "e5")):
-            key = {"source": src, "target": tgt}
-            if ("clusters", json.dumps(key), None, json.dumps(None)) not in done:
-                results.append({"part": "clusters", "key": key, **cluster_diagnostic(src, tgt)})
-                path.write_text(json.dumps(results, indent=1))
-                print(f"clusters {key}: {results[-1]}", flush=True)
+        diagnostics += [("clusters", {"source": src, "target": tgt}, functools.partial(cluster_diagnostic, src, tgt))
+                        for src, tgt in (("minilm", "mpnet"), ("minilm", "e5"), ("mpnet", "e5"))]
+    for part, key, run in diagnostics:
+        if (part, json.dumps(key), None, json.dumps(None)) not in done:
+            results.append({"part": part, "key": key, **run()})
+            path.write_text(json.dumps(results, indent=1))
+            print(f"{part} {key}: {results[-1]}", flush=True)
     for part, key, load, seed, params in plan(args):
         ident = (part, json.dumps(key), seed, json.dumps(params))
         if ident in done:
