@@ -41,9 +41,9 @@ its own):
   pairs: ``scripts/universal_study.py`` (``docs/universal.md``).
 
 Default: the profile alone (``restarts=0``), in about a second whatever the
-sizes of the sets (at most 1.1 % of an Isometric fit's time on the pairs of
+sizes of the sets (at most 5.7 %, median 0.6 %, of an Isometric fit's time on the pairs of
 ``docs/translatability.md``). The evidence is opt-in (``restarts=3``): there it cost
-7-42 s per pair (median 11 % of a fit), was 0-0.30, ranked the pairs no better alone
+7-42 s per pair (median 13 % of a fit), was 0-0.30, ranked the pairs no better alone
 (Spearman -0.14 with the achieved top-1) and moved the score's Spearman from 0.61 to
 0.65 (``scripts/translatability_study.py``: pairs of final layers, GloVe averages and an
 intermediate layer).
