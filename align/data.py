@@ -47,7 +47,7 @@ from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from align.checkpoint import atomic_write_bytes
-from align.encoders import cache_root
+from align.encoders import cache_root, length_batches
 from align.validation import as_matrix, check_positive_int, check_texts
 
 __all__ = [
@@ -236,10 +236,8 @@ def _save_chunk(path: Path, arr: np.ndarray, meta: dict) -> None:
 
 def _encode_chunk(fn: Callable, texts: List[str], batch_size: int, bar) -> np.ndarray:
     """A callable encoder: batches of similar length (less padding), in the caller's order."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
     out: Optional[np.ndarray] = None
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
+    for idx in length_batches([len(t) for t in texts], batch_size):  # by characters: no tokenizer here
         emb = as_matrix(fn([texts[i] for i in idx]), "encoder output", dtype=np.float32)
         if emb.shape[0] != len(idx):
             raise ValueError(f"encoder returned {emb.shape[0]} rows for {len(idx)} texts")
