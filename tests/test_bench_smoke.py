@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,10 @@ BENCH = ROOT / "scripts" / "bench.py"
 def bench():
     with script_module("bench") as mod:
         yield mod
+
+
+def _quick_case(bench, name):
+    return next(c for c in bench.build_cases(quick=True, k=10, seed=0) if c.name == name)
 
 
 def test_dense_baseline_matches_align_mutual_knn(bench):
@@ -75,35 +80,71 @@ def test_peak_memory_sees_an_allocation(bench):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One ``bench.py --quick`` run of the cases both smoke tests below read (one parent
-    process: every measurement runs in a child of its own anyway)."""
+    """One ``bench.py --quick`` run as a command: an issue row (limit-mknn-5k), its one
+    measurement in a spawned child, the JSON, the markdown, the printed tables.
+
+    The quick run's other rows run their case functions in this process (a spawned child
+    costs seconds of imports, and the SVCCA row at its quick size, n=1000, d=768, 3 rounds
+    of three SVCCAs, took minutes on a loaded 2-core machine): ``quick_mknn_row`` and the
+    ``test_*_row_runs`` below."""
     tmp = tmp_path_factory.mktemp("bench")
     out, md = tmp / "bench.json", tmp / "bench.md"
-    cmd = [sys.executable, str(BENCH), "--quick", "--cases", "mknn-1k", "isometric", "limit-mknn-5k",
-           "limit-svcca-1k", "limit-cka-5k", "--out", str(out), "--md", str(md), "--timeout", "600"]
+    cmd = [sys.executable, str(BENCH), "--quick", "--cases", "limit-mknn-5k",
+           "--out", str(out), "--md", str(md), "--timeout", "600"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc, json.loads(out.read_text()), md
 
 
+@pytest.fixture(scope="module")
+def quick_mknn_row(bench):
+    """The quick run's mknn-1k row (reptrans, the dense baseline, one GEMM) from
+    ``run_case``, each measurement through the child's own function (``_child``: warm-up,
+    setup, timed run, peak memory, its answer through a pipe) in this process."""
+    import multiprocessing as mp
+
+    def measure_here(factory, params, threads, timeout):
+        recv, send = mp.Pipe(duplex=False)
+        bench._child(factory, params, threads, send)
+        return recv.recv()
+
+    case = _quick_case(bench, "mknn-1k")
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(bench, "measure", measure_here)
+        return bench.run_case(case, None, 600.0, 16.0, lambda s: None)
+
+
 @pytest.mark.slow
-def test_quick_run_emits_valid_json(quick_run):
+def test_quick_run_emits_valid_json(quick_run, quick_mknn_row, bench):
     proc, data, md = quick_run
     assert data["machine"]["torch_device"] in ("cpu", "cuda", "cuda:0")
     rows = {r["case"]: r for r in data["cases"]}
-    assert set(rows) == {"mknn-1k", "isometric-1.5k", "limit-mknn-5k", "limit-svcca-1k", "limit-cka-5k"}
-    m = rows["mknn-1k"]
+    assert set(rows) == {"limit-mknn-5k"}
+    assert md.read_text().strip() == bench.render_tables(data["cases"]).strip()  # the tables of the JSON
+    m = quick_mknn_row
     for side in ("reptrans", "baseline", "gemm"):
         assert m[side]["status"] == "ok", m[side]
         assert m[side]["time_s"] > 0 and m[side]["peak_mib"] >= 0
     # reptrans and the dense n×n definition give the same score
     assert m["reptrans"]["value"] == pytest.approx(m["baseline"]["value"], abs=1e-6)
     assert m["speedup"] > 0 and m["knn_over_gemm"] > 0
-    iso = rows["isometric-1.5k"]["reptrans"]
-    assert iso["status"] in ("ok", "skipped"), iso  # skipped (with a reason) until the module exists
-    assert iso["status"] == "ok" or iso["reason"]
-    assert "| mknn-1k |" in proc.stdout
-    assert md.read_text().startswith("| case |")
+    table = bench.render_tables([m])
+    assert "| mknn-1k |" in table and table.startswith("| case |")
+
+
+@pytest.mark.slow
+def test_isometric_row_runs(bench):
+    """The quick run's isometric row (synthetic 24-d -> 32-d): its setup and run in this
+    process, on 300 rows per side."""
+    case = _quick_case(bench, "isometric-1.5k")
+    assert case.params["synthetic"] is True
+    p = dict(case.params, n=300)
+    setup, run = case.reptrans()
+    X, Y, note = setup(p)
+    assert X.shape == (300, 24) and Y.shape == (300, 32) and "synthetic" in note
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # tiny data: restarts may disagree
+        assert run((X, Y), p) is None
 
 
 def test_platonic_svcca_baseline_runs(bench):
@@ -173,11 +214,36 @@ def test_quick_limit_rows_run(quick_run):
     rows = {r["case"]: r for r in data["cases"]}
     m = rows["limit-mknn-5k"]["limit"]
     assert m["ratio"] > 0 and m["peak_mib"] >= 0 and 0 <= m["impl_value"] <= 1
-    s = rows["limit-svcca-1k"]["limit"]
+    assert "| align.mutual_knn, n=5000, d=768 |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_cka_limit_row_runs(bench):
+    """The quick CKA row (no baseline: memory only) in this process at n=1000."""
+    case = _quick_case(bench, "limit-cka-5k")
+    p = dict(case.params, n=1000)
+    setup, run = case.reptrans()
+    s = bench._limit_summary(case, {"status": "ok", "value": run(setup(p), p)})
+    assert s["base_s"] is None and s["ratio"] is None and s["impl_s"] > 0 and s["peak_mib"] >= 0
+    assert 0 <= s["impl_value"] <= 1 and s["met"] in (True, False)
+
+
+@pytest.mark.slow
+def test_svcca_limit_row_runs(bench):
+    """The quick SVCCA row's function and summary, in this process at n=300, d=64 (the
+    quick run's 1000 x 768 cost minutes on a loaded 2-core machine)."""
+    case = _quick_case(bench, "limit-svcca-1k")
+    p = dict(case.params, n=300, d=64)
+    assert p["kind"] == "svcca" and p["rounds"] == 3
+    setup, run = case.reptrans()
+    value = run(setup(p), p)
+    assert len(value["impl_s"]) == len(value["base_default_s"]) == len(value["impl_dims_s"]) == 3
+    s = bench._limit_summary(case, {"status": "ok", "value": value})
     assert s["base_s"] > 0 and s["base_default_s"] > 0 and 0 <= s["base_value"] <= 1
     assert s["dims_s"] > 0 and 0 <= s["dims_value"] <= 1  # svcca(dims=10) beside it
-    assert rows["limit-cka-5k"]["limit"]["base_s"] is None
-    assert "| align.mutual_knn, n=5000, d=768 |" in proc.stdout
+    assert 0 <= s["impl_value"] <= 1 and s["ratio"] > 0 and s["met"] in (True, False)
+    row = {"case": case.name, "group": "limit", "params": p, "reptrans": {"status": "ok"}, "limit": s}
+    assert "| align.svcca, n=300, d=64 |" in bench.limit_tables([row])
 
 
 def test_peak_anon_sees_an_allocation(bench):
