@@ -144,15 +144,30 @@ def test_rotation_test_bad_args(X, Y, kwargs, match):
 
 
 @pytest.mark.slow
-def test_reproduce_convergence_script_smoke(tmp_path):
-    """The reproduction script runs end to end (1 epoch, 3 folds) and writes its outputs."""
+def test_reproduce_convergence_script_smoke(tmp_path, monkeypatch):
+    """The reproduction script runs end to end (1 epoch, 3 folds) and writes its outputs;
+    on 400 training digits and 150 stimuli instead of 1297 / 500 (the pipeline, not the
+    figures: scoring 500 stimuli took most of its time)."""
     import json
 
     from synthetic import script_module
 
+    from align.device import threads
+
     with script_module("reproduce_convergence") as mod:
-        assert mod.main(["--epochs", "1", "--folds", "3", "--out", str(tmp_path)]) == 0
+        real = mod.load_data
+
+        def small(seed):
+            Xtr, ytr, Xte, yte, shifted = real(seed)
+            return Xtr[:400], ytr[:400], Xte[:150], yte[:150], {k: v[:150] for k, v in shifted.items()}
+
+        monkeypatch.setattr(mod, "load_data", small)
+        # one thread, as the script runs its tiny convs: its thousands of small decompositions
+        # (<= 64 x 64) gain nothing from more, and lose much when the cores are shared
+        with threads(1):
+            assert mod.main(["--epochs", "1", "--folds", "3", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "results.json").read_text())
+    assert res["config"]["n_train"] == 400 and res["config"]["n_stimuli"] == 150
     assert [c["epoch"] for c in res["training"]] == [0, 0.25, 1]
     assert len(res["verdicts"]) == 8
     for name in ("scores_by_layer", "training", "ood", "rotation", "layers_AA_procrustes", "layers_AB_linear"):

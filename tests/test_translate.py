@@ -697,10 +697,11 @@ def test_centroid_anchors_match_clusters_of_a_rotated_cloud():
 
 @pytest.mark.slow
 def test_isometric_same_seed_same_map_in_any_process(tmp_path):
-    """Same seed, same map, bit for bit: a fresh process on 1 thread, this process on 2 (the
-    automatic thread count follows the machine's load, so it differs between runs) with a
-    misaligned copy of the input, and the `reptrans fit` command in another fresh process."""
-    import os
+    """Same seed, same map, bit for bit: the `reptrans fit` command first thing in a fresh
+    process (its thread count as the environment gives it), then the API with
+    REPTRANS_THREADS=1 in that process (one fresh interpreter for both: each costs seconds
+    of imports), and this process on 2 threads (the automatic thread count follows the
+    machine's load, so it differs between runs) with a misaligned copy of the input."""
     import subprocess
     import sys
 
@@ -710,20 +711,23 @@ def test_isometric_same_seed_same_map_in_any_process(tmp_path):
     X, Y, *_ = iso_data(24, 24, n=600, n_test=10, seed=3)
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "Y.npy", Y)
-    code = ("import numpy as np, sys; from translate.isometric import Isometric; d = sys.argv[1]; "
-            "m = Isometric(seed=5, n_init=2, progress=False).fit(np.load(d + '/X.npy'), np.load(d + '/Y.npy')); "
-            "np.save(d + '/W1.npy', m.W_)")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=root,
-                   env={**os.environ, "REPTRANS_THREADS": "1"})
+    code = ("import numpy as np, sys\n"
+            "from translate.cli import main\n"
+            "d = sys.argv[1]\n"
+            "assert main(['fit', '--method', 'isometric', '--source', d + '/X.npy', '--target', d + '/Y.npy',\n"
+            "             '-o', d + '/cli', '--seed', '5', '--param', 'n_init=2']) == 0\n"
+            "import os\n"
+            "os.environ['REPTRANS_THREADS'] = '1'  # read at every reptrans call\n"
+            "from translate.isometric import Isometric\n"
+            "m = Isometric(seed=5, n_init=2, progress=False).fit(np.load(d + '/X.npy'), np.load(d + '/Y.npy'))\n"
+            "np.save(d + '/W1.npy', m.W_)\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=root, capture_output=True)
     buf = np.empty(X.size + 1, X.dtype)
     Xm = buf[1:].reshape(X.shape)  # misaligned: 4 bytes past the buffer's start
     Xm[...] = X
     with threads(2), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # as the fresh processes' warnings go to their stderr
         W2 = Isometric(seed=5, n_init=2, progress=False).fit(Xm, Y).W_
-    subprocess.run([sys.executable, "-m", "translate.cli", "fit", "--method", "isometric", "--source",
-                    str(tmp_path / "X.npy"), "--target", str(tmp_path / "Y.npy"), "-o", str(tmp_path / "cli"),
-                    "--seed", "5", "--param", "n_init=2"], check=True, cwd=root, capture_output=True)
     W1 = np.load(tmp_path / "W1.npy")
     np.testing.assert_array_equal(W1, W2)
     from translate import load

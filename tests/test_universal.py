@@ -164,8 +164,10 @@ def test_misfit_space_is_reported_and_others_unaffected():
     train, test = spaces_data()
     rng = np.random.default_rng(5)
     train["m"] = rng.multivariate_normal(train["c"].mean(0), np.cov(train["c"].T), size=800).astype(np.float32)
+    # two Isometric restarts per pair, not four: what is asserted here holds as well (also
+    # on 3 of 4 other draws of the data, against 1 of 4 with four restarts) in ~70 % of the time
     with pytest.warns(RuntimeWarning, match="'m'"):
-        u = Universal(isometric=ISO, seed=0, progress=False).fit(train)
+        u = Universal(isometric={**ISO, "n_init": 2}, seed=0, progress=False).fit(train)
     assert u.excluded_ == ["m"] and set(u.maps_) == set(NAMES)
     rep = u.report_["m"]
     assert rep["included"] is False and "confirmed" in rep["reason"] and rep["latent_gain"] is None
@@ -224,12 +226,20 @@ def test_save_load_keeps_an_excluded_space_excluded(tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_same_result_and_known_pairs():
-    train, test = spaces_data(widths=(24, 32), n=500, n_test=200)
-    u1, u2 = (Universal(isometric=ISO, seed=3, progress=False).fit({"a": train["a"], "b": train["b"]})
-              for _ in range(2))
+    # same seed, same result: every stage of the fit runs at any size, so on 300 rows and
+    # Isometric at its smallest (the known-pairs fit below needs the full size)
+    from synthetic import ISO_FAST
+
+    small, _ = spaces_data(widths=(24, 32), n=300, n_test=10)
+    iso = {k: v for k, v in ISO_FAST.items() if k != "progress"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # tiny fits: restarts may disagree
+        u1, u2 = (Universal(isometric=iso, seed=3, progress=False).fit({"a": small["a"], "b": small["b"]})
+                  for _ in range(2))
     for n in ("a", "b"):
         np.testing.assert_array_equal(u1.maps_[n], u2.maps_[n])
-    assert u1.report_ == u2.report_
+    assert u1.report_ == u2.report_ and u1.history_ == u2.history_
+    train, test = spaces_data(widths=(24, 32), n=500, n_test=200)
     # known pairs: the same 30 cloud points appended to both sides (in reverse order on b);
     # given as (row of b, row of a): Universal turns them around for the pair (a, b)
     A = np.concatenate([train["a"], test["a"][:30]])
@@ -402,8 +412,10 @@ def test_universal_study_runs_resumes_and_writes_markdown(tmp_path, capsys):
 
     from synthetic import script_module
 
-    args = ["--synthetic", "--json", str(tmp_path / "s.json"), "--n-train", "600", "--pool", "200",
-            "--isometric", json.dumps(ISO)]
+    # the pipeline, not the fits' quality: 400 rows per encoder and short Isometric fits
+    # (3 of 3 encoders placed here; 600 rows and ``ISO`` took 3x as long and placed 2)
+    args = ["--synthetic", "--json", str(tmp_path / "s.json"), "--n-train", "400", "--pool", "200",
+            "--isometric", json.dumps({"batch_size": 100, "n_init": 2, "n_iter": 50})]
     root = Path(__file__).resolve().parents[1]
     with script_module("universal_study") as study:
         def run(*extra):
