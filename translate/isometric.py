@@ -329,6 +329,12 @@ class Isometric(Translator):
         results: List[Dict[str, Any]] = []
         maps: List[np.ndarray] = []
 
+        def polish(W: np.ndarray, res: Dict[str, Any], r: int) -> np.ndarray:
+            W = self._polish(Xf, Yf, W, restart=r)
+            crit = criterion(W)
+            res.update(criterion=crit, gain=(crit - null) / scale, polished=True)
+            return W
+
         try:
             for r in range(self.n_init):
                 W0 = self._initial_map(Xf, Yf, rng, r)
@@ -338,9 +344,7 @@ class Isometric(Translator):
                 if ok:
                     # Polishing on the fit rows takes every right start to one fixed point,
                     # while wrong maps from different starts stay apart.
-                    W = self._polish(Xf, Yf, W, restart=r)
-                    res["criterion"] = criterion(W)
-                    res["gain"] = (res["criterion"] - null) / scale
+                    W = polish(W, res, r)
                     earlier = [(agreement(W, maps[i]), i) for i, e in enumerate(results) if e["success"]]
                     if earlier:
                         res["agreement"], j = max(earlier)
@@ -367,9 +371,7 @@ class Isometric(Translator):
             todo = sorted((i for i, res in enumerate(results) if not res["polished"]),
                           key=lambda i: -results[i]["criterion"])[:2]
             for i in todo:
-                maps[i] = self._polish(Xf, Yf, maps[i], restart=i)
-                crit = criterion(maps[i])
-                results[i].update(criterion=crit, gain=(crit - null) / scale, polished=True)
+                maps[i] = polish(maps[i], results[i], i)
             chosen = int(np.argmax([res["criterion"] for res in results]))
             n_ok = sum(res["success"] for res in results)
             warnings.warn(
