@@ -349,15 +349,14 @@ def ica_diagnostic(source: str, target: str, n: int = HALF, seed: int = 0) -> Di
 
     out: Dict[str, Any] = {"n": n}
     for k in (32, 64):
-        fitted = []
-        for Z in (X, Y):
-            ica = FastICA(k, whiten="unit-variance", random_state=seed, max_iter=1000, tol=1e-5).fit(Z.astype(np.float64))
-            sign = np.sign(np.mean(ica.transform(Z.astype(np.float64)) ** 3, axis=0))
-            fitted.append((ica, sign))
-        (ia, sa), (ib, sb_) = fitted
-        Sx, Sy = ia.transform(X.astype(np.float64)) * sa, ib.transform(Y.astype(np.float64)) * sb_
-        Ma, Mb = ia.mixing_ * sa, ib.mixing_ * sb_
-        C = (ia.transform(Xt.astype(np.float64)) * sa).T @ (ib.transform(Yt.astype(np.float64)) * sb_) / len(Xt)
+        sides = []  # per side: components of the fit rows, of the pool rows, mixing directions
+        for Z, Zt in ((X, Xt), (Y, Yt)):
+            ica = FastICA(k, whiten="unit-variance", random_state=seed, max_iter=1000, tol=1e-5)
+            S = ica.fit(Z.astype(np.float64)).transform(Z.astype(np.float64))
+            sign = np.sign(np.mean(S**3, axis=0))
+            sides.append((S * sign, ica.transform(Zt.astype(np.float64)) * sign, ica.mixing_ * sign))
+        (Sx, Sxt, Ma), (Sy, Syt, Mb) = sides
+        C = Sxt.T @ Syt / len(Xt)
         _, truth = linear_sum_assignment(-np.abs(C))
         corr = np.abs(C[np.arange(k), truth])
         Gx, Gy = energy_kernel(Sx), energy_kernel(Sy)
