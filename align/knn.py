@@ -7,6 +7,8 @@ Backends, chosen at run time (never required):
 - ``faiss``: ``IndexFlatIP`` (exact, BLAS inside); ``GpuIndexFlatIP`` through
   ``index_cpu_to_all_gpus`` when faiss-gpu sees GPUs (sharded over several).
 - ``torch``: blocked ``torch.mm`` + ``topk``, on CUDA when present.
+- one pass for both directions (:func:`knn_both`, CPU): the blocks of A Bᵀ read
+  along rows for A's neighbours and down columns for B's, settled exactly as below.
 - ``symmetric``: for a self-search (no database) on the CPU, the upper block
   triangle of X Xᵀ only, half the product, in bfloat16 where the CPU has fast
   bfloat16 products (AMX / AVX512-BF16) and float32 otherwise, each row's few
@@ -39,7 +41,7 @@ import numpy as np
 from .device import cuda_available, faiss, faiss_gpu_count, threads, torch_device
 from .validation import as_matrix, check_choice, check_k, check_nonzero_rows, check_positive_int
 
-__all__ = ["knn", "normalize_rows", "inverse_norms", "unit_rows_f32", "self_neighbors", "paired_search"]
+__all__ = ["knn", "knn_both", "normalize_rows", "inverse_norms", "unit_rows_f32", "self_neighbors", "paired_search"]
 
 _BACKENDS = ("auto", "faiss", "torch", "symmetric")
 # FAISS GPU indices return at most this many neighbours per query.
@@ -212,6 +214,43 @@ def knn(
     with threads():
         return search_prepared(Q, D, k, bool(exclude_self), backend=backend, block_size=block_size,
                                progress=progress)
+
+
+def knn_both(
+    A: Any, B: Any, k: int, metric: str = "cosine"
+) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+    """Exact k nearest rows of B to each row of A, and of A to each row of B.
+
+    What CSLS and mutual-neighbour criteria need (Conneau et al. 2018): both
+    directions of one similarity matrix. On the CPU (numba present, no GPU) one
+    blocked pass over A Bᵀ yields both (:func:`align.selfknn.cross_knn`), about
+    half of two :func:`knn` calls; elsewhere, and for k >= min(len(A), len(B)),
+    it is two :func:`knn` calls. Same guarantees as :func:`knn` (ties to the lower
+    index; similarities of the ``symmetric`` kind on the one-pass route).
+
+    Returns ``((sims, idx) of A's rows in B, (sims, idx) of B's rows in A)``.
+    """
+    check_choice(metric, "metric", ("cosine", "ip"))
+    Qa = as_matrix(A, "A", dtype=np.float32)
+    Qb = as_matrix(B, "B", dtype=np.float32)
+    if Qa.shape[1] != Qb.shape[1]:
+        raise ValueError(f"A and B must have the same width, got {Qa.shape[1]} and {Qb.shape[1]}")
+    k = check_k(k, min(Qa.shape[0], Qb.shape[0]), "k", exclude_self=False)
+    if metric == "cosine":
+        check_nonzero_rows(Qa, "A")
+        check_nonzero_rows(Qb, "B")
+    one_pass = (_cpu_engines() and k < min(Qa.shape[0], Qb.shape[0]) and k <= _SYM_MAX_K
+                and importlib.util.find_spec("numba") is not None)
+    with threads():
+        if one_pass:
+            from .selfknn import cross_knn
+
+            if metric == "cosine":
+                return cross_knn(Qa, Qb, k, inverse_norms(Qa), inverse_norms(Qb), _SYM_BLOCK)
+            return cross_knn(Qa, Qb, k, block=_SYM_BLOCK)
+        if metric == "cosine":
+            Qa, Qb = normalize_rows(Qa), normalize_rows(Qb)
+        return search_prepared(Qa, Qb, k, False), search_prepared(Qb, Qa, k, False)
 
 
 def search_prepared(

@@ -1,5 +1,6 @@
 """Exact kNN on the CPU from blocks of the similarity matrix: the symmetric
-self-search, and the paired search of :func:`translate.evaluate`.
+self-search, the paired search of :func:`translate.evaluate`, and the two-way
+search of :func:`align.knn.knn_both` (CSLS needs both directions).
 
 Entered only through :mod:`align.knn`, which owns validation and the choice of
 engine.
@@ -72,7 +73,7 @@ from ._kernels import (
     _settle_ranks,
 )
 
-__all__ = ["self_knn", "paired_rank_knn", "filter_precision"]
+__all__ = ["self_knn", "cross_knn", "paired_rank_knn", "filter_precision"]
 
 # Candidate buffer per row (level 1) and for rows redone with float32 (level 2).
 _CAP1_MIN = 48
@@ -311,6 +312,51 @@ def self_knn(X: np.ndarray, k: int, inv: Optional[np.ndarray] = None, block: int
     if redo.size:
         _redo(X, inv, X, inv, redo, redo, k, None, out_v, out_i, None, block)
     return out_v.astype(np.float32), out_i
+
+
+def cross_knn(A: np.ndarray, B: np.ndarray, k: int, ia: Optional[np.ndarray] = None,
+              ib: Optional[np.ndarray] = None, block: int = 2048, precision: Optional[str] = None,
+              progress: bool = False) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+    """Exact k nearest rows of B to each row of A *and* of A to each row of B
+    (k < len(A), k < len(B)), by s_ij = (a_i · b_j) ia_i ib_j, ties to the lower index.
+
+    One pass over the blocks of the filter product A Bᵀ: each block is read along
+    its rows for A's candidates and down its columns for B's, so both directions
+    cost one product instead of two searches. Returns ((sims, idx) of A in B,
+    (sims, idx) of B in A), sims float32, idx int64.
+    """
+    import torch
+
+    na, nb = A.shape[0], B.shape[0]
+    ia = np.ones(na) if ia is None else ia
+    ib = np.ones(nb) if ib is None else ib
+    prec = filter_precision(precision)
+    ra, rb = Rep(A, ia, prec), Rep(B, ib, prec)
+    sta = _State(na, k, _capacity(k, nb, _CAP1_MIN), prec, ra.eps(slice(None), rb), ra.r)
+    stb = _State(nb, k, _capacity(k, na, _CAP1_MIN), prec, rb.eps(slice(None), ra), rb.r)
+    no_self = np.full(na, -1, dtype=np.int64)  # no database row is the query's own
+    buf = torch.empty(block * block, dtype=ra.T.dtype)
+    chunks = max(1, 4 * numba.get_num_threads())
+    with torch.no_grad():
+        for s in _bar(range(0, na, block), progress, "knn (both ways)"):
+            e = min(na, s + block)
+            for t in range(0, nb, block):
+                f = min(nb, t + block)
+                S = _tile(buf, ra.T[s:e], rb.T[t:f])
+                _row_pass(S, e - s, f - t, s, t, no_self, *sta.knn_args())
+                _col_pass(S, e - s, f - t, s, t, chunks, *stb.knn_args())
+    del buf
+    out = []
+    for X, ix, Y, iy, st in ((A, ia, B, ib, sta), (B, ib, A, ia, stb)):
+        n = X.shape[0]
+        v = np.empty((n, k))
+        i = np.empty((n, k), dtype=np.int64)
+        _refine(X, ix, Y, iy, np.arange(n, dtype=np.int64), st.lo, st.ci, st.cv, st.cn, st.over, v, i)
+        redo = np.flatnonzero(st.over)
+        if redo.size:
+            _redo(X, ix, Y, iy, redo, np.full(redo.size, -1, dtype=np.int64), k, None, v, i, None, block)
+        out.append((v.astype(np.float32), i))
+    return out[0], out[1]
 
 
 def paired_rank_knn(Xq: np.ndarray, Xd: np.ndarray, k: int, iq: np.ndarray, idd: np.ndarray,

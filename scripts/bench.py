@@ -660,6 +660,42 @@ def _translate_dense():
     return setup, run
 
 
+# -- both directions of one similarity matrix (CSLS), as translate.matching uses it
+
+
+def _both_data(p) -> Tuple[np.ndarray, np.ndarray]:
+    from align.knn import normalize_rows
+
+    X, Y = paired_data(p["n"], p["d"], p["seed"])
+    return normalize_rows(X), normalize_rows(Y)
+
+
+def _both_value(sa, sb) -> float:
+    """Mean CSLS-style neighbourhood density of both sides: equal lists give equal values."""
+    return float(sa.astype(np.float64).mean() + sb.astype(np.float64).mean())
+
+
+def _knn_both_reptrans():
+    def run(inp, p):
+        from align.knn import knn_both
+
+        (sa, _), (sb, _) = knn_both(inp[0], inp[1], p["k"], metric="ip")
+        return _both_value(sa, sb)
+
+    return _both_data, run
+
+
+def _knn_both_two_searches():
+    def run(inp, p):
+        from align.knn import knn
+
+        sa, _ = knn(inp[0], p["k"], database=inp[1], metric="ip", exclude_self=False, backend="faiss")
+        sb, _ = knn(inp[1], p["k"], database=inp[0], metric="ip", exclude_self=False, backend="faiss")
+        return _both_value(sa, sb)
+
+    return _both_data, run
+
+
 # -- Isometric on real embeddings
 
 
@@ -1399,6 +1435,11 @@ def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
         cases.append(Case(
             f"translate-{_size(n)}", "translate", {**base, "n": n}, _translate_reptrans, _translate_dense,
             "dense n×n argsort", None, label="translate.evaluate",
+        ))
+    for n in ([2000] if quick else [10000, 50000]):
+        cases.append(Case(
+            f"knn-both-{_size(n)}", "knn", {**base, "n": n, "d": 384}, _knn_both_reptrans, _knn_both_two_searches,
+            "two knn() searches (FAISS)", label="align.knn.knn_both",
         ))
     iso_n = 1500 if quick else 12000
     cases.append(Case(

@@ -449,3 +449,80 @@ def test_evaluate_tiny_pools(precision, n):
     assert got["mean_rank"] == pytest.approx(r_ranks.mean(), abs=1e-12)
     assert got["mean_cos"] == pytest.approx(r_cos.mean(), abs=1e-6)
     assert got["mutual_knn"] == pytest.approx(r_mknn, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- both ways
+def cross_reference(A, B, k, metric):
+    """Top-k of each row of A among B's rows by (float64 similarity desc, index asc),
+    similarities rounded to 12 digits so equal rows tie exactly."""
+    A64, B64 = A.astype(np.float64), B.astype(np.float64)
+    if metric == "cosine":
+        A64 = A64 / np.linalg.norm(A64, axis=1, keepdims=True)
+        B64 = B64 / np.linalg.norm(B64, axis=1, keepdims=True)
+    S = np.round(A64 @ B64.T, 12)
+    order = np.lexsort((np.broadcast_to(np.arange(len(B)), S.shape), -S), axis=1)[:, :k]
+    return np.take_along_axis(S, order, 1), order
+
+
+def _tied_sets(rng, na, nb, d):
+    """Rows drawn from a small base with duplicates on both sides (exact ties)."""
+    base = rng.standard_normal((25, d)).astype(np.float32)
+    A = base[rng.integers(0, 25, na)]
+    B = np.concatenate([base[rng.integers(0, 25, nb // 2)],
+                        rng.standard_normal((nb - nb // 2, d)).astype(np.float32)])
+    return A, B
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip"])
+@pytest.mark.parametrize("na, nb, d, k", [(300, 170, 12, 7), (90, 400, 40, 10), (129, 131, 5, 1)])
+def test_knn_both_equals_float64_reference(precision, monkeypatch, metric, na, nb, d, k):
+    import importlib
+
+    knn_module = importlib.import_module("align.knn")  # align.knn is also the function's name
+    monkeypatch.setattr(knn_module, "_SYM_BLOCK", 64)  # several blocks each way
+    A, B = _tied_sets(np.random.default_rng(na + nb), na, nb, d)
+    (sa, ia), (sb, ib) = knn_module.knn_both(A, B, k, metric=metric)
+    for (s, i), (Q, D) in (((sa, ia), (A, B)), ((sb, ib), (B, A))):
+        rs, ri = cross_reference(Q, D, k, metric)
+        np.testing.assert_array_equal(i, ri)
+        np.testing.assert_allclose(s, rs, rtol=1e-6, atol=1e-6)
+        assert s.dtype == np.float32 and i.dtype == np.int64
+
+
+def test_knn_both_one_pass_equals_two_searches(precision):
+    """The one-pass engine and two knn() calls (the route for k = the smaller side,
+    and where a GPU is present) give the same lists."""
+    from align.knn import knn_both
+
+    A, B = _tied_sets(np.random.default_rng(7), 200, 150, 16)
+    for k in (5, 150):
+        (_, ia), (_, ib) = knn_both(A, B, k)
+        np.testing.assert_array_equal(ia, knn(A, k, database=B, exclude_self=False)[1])
+        np.testing.assert_array_equal(ib, knn(B, k, database=A, exclude_self=False)[1][:, :k])
+
+
+@pytest.mark.parametrize("level", [2, 3])
+def test_knn_both_rows_that_overflow_are_redone_exactly(precision, monkeypatch, level):
+    from align.knn import knn_both
+
+    A, B = _tied_sets(np.random.default_rng(8), 260, 240, 6)
+    B[::5] = B[1]
+    _force_overflow(monkeypatch, level)
+    (_, ia), (_, ib) = knn_both(A, B, 5)
+    np.testing.assert_array_equal(ia, cross_reference(A, B, 5, "cosine")[1])
+    np.testing.assert_array_equal(ib, cross_reference(B, A, 5, "cosine")[1])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"B": np.ones((10, 3), np.float32)}, "same width"),
+    ({"k": 11}, "k=11 is too large"),
+    ({"k": 0}, "k"),
+    ({"metric": "l2"}, "metric"),
+    ({"A": np.zeros((10, 4), np.float32)}, "A"),
+])
+def test_knn_both_bad_input(kwargs, match):
+    from align.knn import knn_both
+
+    args = {"A": np.ones((12, 4), np.float32), "B": np.ones((10, 4), np.float32), "k": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        knn_both(**args)

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from align.device import one_blas_thread
-from align.knn import knn
+from align.knn import knn, knn_both
 
 from .paired import orthogonal_procrustes
 
@@ -94,8 +94,7 @@ def csls_match(A: np.ndarray, B: np.ndarray, k: int) -> Tuple[np.ndarray, np.nda
     the k cosine nearest neighbours. Returns (forward match (na,), its CSLS
     score (na,), backward match (nb,)).
     """
-    sa, ia = knn(A, k, database=B, metric="ip", exclude_self=False)
-    sb, ib = knn(B, k, database=A, metric="ip", exclude_self=False)
+    (sa, ia), (sb, ib) = knn_both(A, B, k, metric="ip")
     ra, rb = sa.mean(axis=1), sb.mean(axis=1)
     cf = 2.0 * sa - ra[:, None] - rb[ia]
     cb = 2.0 * sb - rb[:, None] - ra[ib]
