@@ -378,6 +378,33 @@ def test_isometric_polishes_the_best_restarts_when_none_passes():
     assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
 
 
+def test_isometric_polishes_a_settled_restart_and_stops_it():
+    """Exploration on tiny noisy blocks settles under min_gain (gain <= 0.8); polished
+    on the fit rows the same start passes (1.7): the restart ends there as a success,
+    long before n_iter, and two such restarts confirm each other (no warning)."""
+    X, Y, Xt, Yt, _ = iso_data(16, 16, n=1200, n_test=300, k=60)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m = Isometric(seed=0, n_init=3, n_iter=100, min_gain=1.2, explore_rows=100, batch_size=20, **ISO).fit(X, Y)
+    first = m.restarts_[0]
+    explored = [e["gain"] for e in m.history_ if e.get("restart") == 0 and "stage" not in e]
+    assert max(explored) < 1.2 <= first["gain"]
+    assert first["success"] and first["polished"] and first["iters"] < 100
+    assert m.restarts_[-1]["agrees_with"] is not None
+    assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
+
+
+def test_isometric_settled_failures_end_early():
+    """Independent noise: every restart settles near the random level and ends after
+    its polished probe fails, not at n_iter."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((400, 16)).astype(np.float32)
+    Y = rng.standard_normal((400, 16)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match="no two of 3 restarts"):
+        m = Isometric(seed=0, n_init=3, n_iter=400, **ISO).fit(X, Y)
+    assert all(r["iters"] < 400 and r["polished"] and not r["success"] for r in m.restarts_)
+
+
 def test_isometric_hopeless_case_warns():
     """Independent isotropic noise: every map is as good as a random one, so the
     held-out gain stays near 0, no restart passes min_gain, and fit says so."""
