@@ -18,7 +18,7 @@ import numpy as np
 
 #: Isometric at its smallest useful size: few iterations, small clusterings (seconds, not minutes)
 ISO_FAST = dict(n_init=2, n_iter=10, polish_iter=1, ot_iter=1, ot_rows=600, anchor_runs=3, qap_restarts=3,
-                n_clusters=8, progress=False)
+                n_clusters=8, lowdim_restarts=2, progress=False)
 #: Vec2Vec / CycleGAN: a few steps of a tiny network (the machinery, not the quality)
 V2V_FAST = dict(steps=5, hidden=8, depth=1, batch_size=32, progress=False)
 
