@@ -13,12 +13,9 @@ given π: ``W = U Vᵀ`` from the SVD of ``Σ_i p_A(x_i)ᵀ p_B(y_π(i))``).
 
 Steps
 -----
-1. Preprocessing per space, in the VecMap order (Artetxe, Labaka & Agirre
-   2018, ACL): unit rows, centre, unit rows. Means and typical norms are saved;
-   ``transform`` returns rows in B's original coordinates (B's mean and norm
-   restored), so cosines against true B rows are meaningful.
-2. Held-out rows. ``val_fraction`` of each side is set aside (at most 2000 rows)
-   and never used by the matching/Procrustes steps of the search. The
+1. Preprocessing per space, in the VecMap order (Artetxe, Labaka & Agirre 2018,
+   ACL): unit rows, centre, unit rows; ``transform`` restores B's mean and norm.
+2. Held-out rows: ``val_fraction`` of each side (<= 2000 rows), never matched. The
    **criterion** of a map is the mean CSLS score (Conneau et al. 2018, "Word
    translation without parallel data", ICLR) of each held-out source row's best
    match among held-out target rows: a self-consistent wrong map (the fixed
@@ -26,15 +23,13 @@ Steps
    rotation, the right map above it: ``gain = criterion / criterion(random W) - 1``.
 3. Initialisation without pairs: sorted-similarity signatures (Artetxe et al.
    2018): each row of a subsample is described by the sorted row of the square
-   root of its Gram matrix, ``sort(U S Uᵀ)`` for ``X_s = U S Vᵀ`` -- invariant to
-   any rotation of the space -- compressed to ``n_quantiles`` log-spaced
-   positions; signatures are matched across spaces by CSLS nearest neighbours
-   (both directions), and one Procrustes step on those pairs gives ``W_0``.
+   root of its Gram matrix (invariant to any rotation of the space), compressed
+   to ``n_quantiles`` log-spaced positions and matched across spaces by CSLS
+   (both directions); one Procrustes step on those pairs gives ``W_0``.
 4. Stochastic exploration: each iteration draws ``explore_rows`` random fit
    rows of each side, splits them into random blocks of ``batch_size`` rows,
-   solves an exact one-to-one assignment (Hungarian,
-   ``scipy.optimize.linear_sum_assignment``) inside each block on cosine
-   similarity, and refits ``W`` by Procrustes on all the pairs. The random
+   solves an exact one-to-one assignment (Hungarian) inside each block on
+   cosine similarity, and refits ``W`` by Procrustes on all the pairs. The random
    blocks are what make this work: a match is the best among a random subset
    of candidates, so the errors of one iteration are not the errors of the next
    and wrong maps do not reinforce themselves (the same role as VecMap's
@@ -57,22 +52,19 @@ Steps
 6. Polishing: from a restart's map, a few rounds of matching over all its fit
    rows -- each row of either side with its CSLS-best row of the other side
    (VecMap's union of both directions) -- and Procrustes on all those pairs,
-   until fewer than 0.5% of the matches change. All the rows are needed: on
-   5000-row subsamples the polished gain fell from 3.0 to 2.7 and right maps no
-   longer agreed (minilm -> mpnet).
+   until fewer than 0.5% of the matches change (on 5000-row subsamples right
+   maps no longer agreed, minilm -> mpnet).
 7. Entropic refinement of the kept map, on all rows (held-out ones included)
    (Grave et al. 2019): ``ot_iter`` Wasserstein-Procrustes
    steps ``W <- polar(Xᵀ P Y)`` where P is the Sinkhorn plan (Cuturi 2013) of the
    cosine similarities under W with regularisation ``ot_eps``, on up to
    ``ot_rows`` rows per side: each row is pulled toward a weighted average of its
    near candidates, not one CSLS match of a *different* text.
-
 8. Low-dimensional restarts, when no two restarts agreed: ``lowdim_restarts``
    restarts in each side's top ``lowdim`` principal directions, lifted, polished,
    and the two best annealed (see ``_lowdim_search``).
 
-Neighbour search goes through :mod:`align.knn` (CSLS: the best among each row's
-``csls_k`` cosine nearest neighbours), in the narrower of the two spaces.
+Neighbour search: :mod:`align.knn`, in the narrower of the two spaces.
 
 Known pairs (``fit(X, Y, pairs=P)``, P an (m, 2) array of (row of X, row of Y)):
 their rows are anchors (relative representations, Moschella et al. 2023) for the
@@ -113,8 +105,7 @@ _MAX_VAL = 2000
 _ANCHOR_ROWS = 10000
 # Polishing stops when fewer than this fraction of matched pairs change.
 _POLISH_CHANGE = 0.005
-# Annealing cycles at most per low-dimensional restart (minilm -> e5, 11.5k per side,
-# top-1 after cycles 1-3: 0.81, 0.94, 0.94).
+# Annealing cycles per low-dimensional restart, at most (minilm -> e5, 11.5k: 0.81, 0.94, 0.94).
 _ANNEAL_CYCLES = 4
 
 
@@ -365,11 +356,11 @@ class Isometric(Translator):
                     bar.update(self.n_iter - iters)  # a restart that stopped early
                 if record(W, res):
                     break
-            else:
-                self._lowdim_search(Xf, Yf, Xv, Yv, rng, criterion, null, scale, record)
         finally:
             if bar is not None:
                 bar.close()
+        if results[-1]["agrees_with"] is None:
+            self._lowdim_search(Xf, Yf, Xv, Yv, rng, criterion, null, scale, record)
         last = results[-1]
         if last["agrees_with"] is not None:  # the map two restarts found: the better of the pair
             i, j = len(results) - 1, last["agrees_with"]
@@ -486,24 +477,37 @@ class Isometric(Translator):
 
         null_low = float(np.mean([crit_low(random_map(k, k, rng)) for _ in range(3)]))
         lifted = []
-        for r in range(self.n_init, self.n_init + self.lowdim_restarts):
-            W, _, iters, _, _ = self._explore(
-                Xl, Yl, self._initial_map(Xl, Yl, rng, r), rng, crit_low, null_low, max(abs(null_low), 1e-6), r,
-                None, lambda W, r=r: (lambda Wp: (Wp, crit_low(Wp)))(self._polish(Xl, Yl, W, r)))
-            W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
-            lifted.append((criterion(W), r, iters, W))
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
-        for crit, r, iters, W in sorted(lifted, key=lambda t: -t[0])[:2]:
-            for _ in range(_ANNEAL_CYCLES):  # each cycle: the whole schedule, then a polish
-                W_n = self._polish(Xf, Yf, self._refine(Xf, Yf, W, rng, eps=eps), r)
-                crit_n = criterion(W_n)
-                if crit_n <= crit + 1e-3 * scale:
-                    break
-                W, crit = W_n, crit_n
-            gain = (crit - null) / scale
-            if record(W, {"iters": iters, "criterion": crit, "gain": gain, "success": gain >= self.min_gain,
-                          "polished": True, "agreement": None, "agrees_with": None, "lowdim": True}):
-                return
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.lowdim_restarts + 2 * _ANNEAL_CYCLES, desc=f"isometric ({k}-d restarts)")
+        try:
+            for r in range(self.n_init, self.n_init + self.lowdim_restarts):
+                W, _, iters, _, _ = self._explore(
+                    Xl, Yl, self._initial_map(Xl, Yl, rng, r), rng, crit_low, null_low, max(abs(null_low), 1e-6),
+                    r, None, lambda W, r=r: (lambda Wp: (Wp, crit_low(Wp)))(self._polish(Xl, Yl, W, r)))
+                W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
+                lifted.append((criterion(W), r, iters, W))
+                if bar is not None:
+                    bar.update(1)
+            for crit, r, iters, W in sorted(lifted, key=lambda t: -t[0])[:2]:
+                for _ in range(_ANNEAL_CYCLES):  # each cycle: the whole schedule, then a polish
+                    if bar is not None:
+                        bar.update(1)
+                    W_n = self._polish(Xf, Yf, self._refine(Xf, Yf, W, rng, eps=eps), r)
+                    crit_n = criterion(W_n)
+                    if crit_n <= crit + 1e-3 * scale:
+                        break
+                    W, crit = W_n, crit_n
+                gain = (crit - null) / scale
+                if record(W, {"iters": iters, "criterion": crit, "gain": gain, "success": gain >= self.min_gain,
+                              "polished": True, "agreement": None, "agrees_with": None, "lowdim": True}):
+                    return
+        finally:
+            if bar is not None:
+                bar.close()
 
     def _explore(self, Xf, Yf, W, rng, criterion, null, scale, restart, bar, probe):
         """One restart: (map, its criterion, iterations, passed min_gain, polished).
