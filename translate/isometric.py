@@ -319,12 +319,8 @@ class Isometric(Translator):
         results: List[Dict[str, Any]] = []
         maps: List[np.ndarray] = []
 
-        def probe(W: np.ndarray, r: int) -> Tuple[np.ndarray, float]:
-            W = self._polish(Xf, Yf, W, restart=r)
-            return W, criterion(W)
-
         def polish(W: np.ndarray, res: Dict[str, Any], r: int) -> np.ndarray:
-            W, crit = probe(W, r)
+            W, crit = self._probe(Xf, Yf, W, r, criterion)
             res.update(criterion=crit, gain=(crit - null) / scale, polished=True)
             return W
 
@@ -344,7 +340,7 @@ class Isometric(Translator):
             for r in range(self.n_init):
                 W0 = self._initial_map(Xf, Yf, rng, r)
                 W, best, iters, ok, polished = self._explore(Xf, Yf, W0, rng, criterion, null, scale, r, bar,
-                                                             lambda W, r=r: probe(W, r))
+                                                             lambda W, r=r: self._probe(Xf, Yf, W, r, criterion))
                 res: Dict[str, Any] = {"iters": iters, "criterion": best, "gain": (best - null) / scale,
                                        "success": ok, "polished": ok or polished, "agreement": None,
                                        "agrees_with": None, "lowdim": False}
@@ -487,7 +483,7 @@ class Isometric(Translator):
             for r in range(self.n_init, self.n_init + self.lowdim_restarts):
                 W, _, iters, _, _ = self._explore(
                     Xl, Yl, self._initial_map(Xl, Yl, rng, r), rng, crit_low, null_low, max(abs(null_low), 1e-6),
-                    r, None, lambda W, r=r: (lambda Wp: (Wp, crit_low(Wp)))(self._polish(Xl, Yl, W, r)))
+                    r, None, lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
                 W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
                 lifted.append((criterion(W), r, iters, W))
                 if bar is not None:
@@ -545,6 +541,10 @@ class Isometric(Translator):
                     return best_W, best, it, False, True
                 return W_p, crit_p, it, (crit_p - null) / scale >= self.min_gain, True
         return best_W, best, it, (best - null) / scale >= self.min_gain, False
+
+    def _probe(self, Xp, Yp, W, restart, criterion) -> Tuple[np.ndarray, float]:  # the polished map, its criterion
+        W = self._polish(Xp, Yp, W, restart)
+        return W, criterion(W)
 
     def _polish(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, restart: int) -> np.ndarray:
         """CSLS matches of every row, both directions (VecMap's union dictionary),
