@@ -49,7 +49,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 
 from align.device import threads, torch_device
-from align.knn import knn, normalize_rows, paired_search
+from align.knn import knn, knn_both, normalize_rows, paired_search
 from align.validation import as_matrix, check_nonzero_rows, check_paired, check_positive_int
 
 __all__ = ["evaluate", "unpaired_diagnostic", "true_match_ranks", "translation_mutual_knn"]
@@ -196,6 +196,8 @@ def unpaired_diagnostic(Y_hat: Any, Y: Any, k: int = 10) -> Dict[str, float]:
       them as its nearest translated row.
     - ``coverage``: fraction of target rows that are the nearest neighbour of at
       least one translated row (low = hubness or collapse).
+    - ``k``: the neighbours used, ``k`` clipped to the smaller of the two sets (both
+      directions come from one pass, :func:`align.knn.knn_both`).
 
     Shown in ``tests/test_translate.py`` to rise with top-1 across translations of
     varying quality. It is a diagnostic, not a guarantee: it can compare
@@ -208,10 +210,8 @@ def unpaired_diagnostic(Y_hat: Any, Y: Any, k: int = 10) -> Dict[str, float]:
     check_nonzero_rows(Yh, "Y_hat")
     check_nonzero_rows(Yt, "Y")
     Yh_n, Yt_n = normalize_rows(Yh), normalize_rows(Yt)
-    k_h = min(k, Yt.shape[0])  # neighbours of translated rows among Y
-    k_y = min(k, Yh.shape[0])  # neighbours of target rows among Ŷ
-    s_hy, i_hy = knn(Yh_n, k_h, database=Yt_n, exclude_self=False)
-    s_yh, i_yh = knn(Yt_n, k_y, database=Yh_n, exclude_self=False)
+    k_h = min(k, Yt.shape[0], Yh.shape[0])  # neighbours each way, clipped to the smaller set
+    (s_hy, i_hy), (s_yh, i_yh) = knn_both(Yh_n, Yt_n, k_h, metric="ip")
     r_h = s_hy.mean(axis=1).astype(np.float64)
     r_y = s_yh.mean(axis=1).astype(np.float64)
     nn = i_hy[:, 0]

@@ -55,11 +55,10 @@ Steps
    until fewer than 0.5% of the matches change (on 5000-row subsamples right
    maps no longer agreed, minilm -> mpnet).
 7. Entropic refinement of the kept map, on all rows (held-out ones included)
-   (Grave et al. 2019): ``ot_iter`` Wasserstein-Procrustes
-   steps ``W <- polar(Xᵀ P Y)`` where P is the Sinkhorn plan (Cuturi 2013) of the
-   cosine similarities under W with regularisation ``ot_eps``, on up to
-   ``ot_rows`` rows per side: each row is pulled toward a weighted average of its
-   near candidates, not one CSLS match of a *different* text.
+   (Grave et al. 2019): ``ot_iter`` Wasserstein-Procrustes steps ``W <- polar(Xᵀ P Y)``,
+   P the Sinkhorn plan (Cuturi 2013) of the cosine similarities under W with
+   regularisation ``ot_eps``, on up to ``ot_rows`` rows per side: each row is pulled
+   toward a weighted average of its near candidates, not one CSLS match of another text.
 8. Low-dimensional restarts, when no two restarts agreed: ``lowdim_restarts``
    restarts in each side's top ``lowdim`` principal directions, lifted, polished,
    and the two best annealed (see ``_lowdim_search``).
@@ -167,7 +166,8 @@ class Isometric(Translator):
     mean_a_, mean_b_ : means removed by the preprocessing.
     restarts_ : per restart, ``{"iters", "criterion", "gain", "success", "polished", "agreement",
         "agrees_with", "lowdim"}`` (``agrees_with``: the earlier restart that found the
-        same map, or None; ``lowdim``: a restart of the low-dimensional search).
+        same map, or None; ``polished``: its map went through polishing, kept only where
+        that raised the criterion; ``lowdim``: a restart of the low-dimensional search).
     chosen_restart_ : index of the restart kept.
     null_criterion_ : the criterion of random orthogonal maps (mean of 3).
     history_ : one dict per exploration iteration (restart, iter, objective =
