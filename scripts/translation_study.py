@@ -170,23 +170,29 @@ def synthetic_data(kind: str, d_b: int, sigma: float, seed: int) -> Data:
 
 
 class _Stages:
-    """Captures the map of each stage of one fit (initial map and exploration result
-    of the chosen restart), to measure what each step buys. Study-only: it wraps
-    private methods of Isometric."""
+    """Captures the maps of each stage of one fit (initial map and exploration result
+    of each full-dimensional restart), to measure what each step buys. Study-only: it
+    wraps private methods of Isometric. The low-dimensional restarts' stages live in
+    the reduced spaces and are not captured."""
 
     def __init__(self, m: Isometric):
         self.init: List[np.ndarray] = []
         self.explored: List[np.ndarray] = []
         init, explore = m._initial_map, m._explore
 
-        def _init(*a, **k):
-            W = init(*a, **k)
-            self.init.append(W)
+        def full(Xf: np.ndarray, W: np.ndarray) -> bool:
+            return W.shape[0] == len(m.mean_a_) and Xf.shape[1] == W.shape[0]
+
+        def _init(Xf, *a, **k):
+            W = init(Xf, *a, **k)
+            if full(Xf, W):
+                self.init.append(W)
             return W
 
-        def _explore(*a, **k):
-            out = explore(*a, **k)
-            self.explored.append(out[0])
+        def _explore(Xf, *a, **k):
+            out = explore(Xf, *a, **k)
+            if full(Xf, out[0]):
+                self.explored.append(out[0])
             return out
 
         m._initial_map, m._explore = _init, _explore
@@ -220,9 +226,12 @@ def fit_one(data, seed: int, params: Dict[str, Any], pools: Tuple[Tuple[np.ndarr
     r = evaluate(m.transform(At), Bt)
     c = m.chosen_restart_
     chosen = m.restarts_[c]
-    explored = stages.explored[c] if len(stages.explored) > c else None  # the pairs path does not explore
+    # the pairs path does not explore; a low-dimensional restart's stages are not captured
+    lowdim = chosen.get("lowdim", False)
+    explored = stages.explored[c] if len(stages.explored) > c and not lowdim else None
     return {
-        "top1_init": _top1_with(m, stages.init[c], At, Bt),
+        "top1_init": None if lowdim else _top1_with(m, stages.init[c], At, Bt),
+        "lowdim": lowdim,
         "top1_explored": None if explored is None else _top1_with(m, explored, At, Bt),
         # the pairs path has one restart checked by its two halves: its success is the agreement
         "agreed": bool(chosen["success"]) if pairs is not None else
@@ -459,7 +468,7 @@ def summarise(results: List[Dict[str, Any]]) -> str:
             tops = " ".join(f"{r['top1']:.3f}" for r in rs)
             big = " ".join(f"{r['pool8192']['top1']:.3f}" for r in rs if "pool8192" in r) or "—"
             out.append(
-                f"| {label} | {len(rs)} | {tops} | {fails} / {flagged} | {np.median([r['top1_init'] for r in rs]):.3f} → "
+                f"| {label} | {len(rs)} | {tops} | {fails} / {flagged} | {_median([r['top1_init'] for r in rs])} → "
                 f"{_median([r['top1_explored'] for r in rs])} | "
                 f"{np.mean([r['mean_cos'] for r in rs]):.3f} | "
                 f"{big} | {np.median([r['wall_s'] for r in rs]):.0f} |"
