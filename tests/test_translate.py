@@ -407,6 +407,9 @@ def test_isometric_low_dimensional_restarts_find_what_the_full_one_missed():
     assert m.restarts_[1]["polished"] and m.restarts_[1]["agrees_with"] == 0
     assert m.restarts_[m.chosen_restart_]["lowdim"] and m.restarts_[1]["gain"] > m.restarts_[0]["gain"] + 0.5
     assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
+    lifted = [h for h in m.history_ if h.get("stage") == "lowdim"]  # every lifted restart, kept or not
+    assert [h["restart"] for h in lifted] == [1, 2, 3]
+    assert max(h["gain"] for h in lifted) <= m.restarts_[1]["gain"]  # its cycles only raised it
     with pytest.warns(RuntimeWarning, match="no two of 1 restarts"):
         Isometric(seed=0, n_init=1, lowdim=0, **ISO).fit(X, Y)
 

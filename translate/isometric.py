@@ -173,8 +173,9 @@ class Isometric(Translator):
     history_ : one dict per exploration iteration (restart, iter, objective =
         mean cosine of the block assignment, criterion and gain = last held-out
         evaluation), one per polishing round (stage = "polish", restart, iter,
-        objective = mean CSLS score, changed = share of matches that changed),
-        then one per refinement round (stage = "transport", iter, objective).
+        objective = mean CSLS score, changed = share of matches that changed), one per
+        lifted low-dimensional restart (stage = "lowdim", restart, iter, criterion, gain),
+        one per refinement round (stage = "transport", iter, objective).
     """
 
     _state = ("W_", "mean_a_", "mean_b_")
@@ -248,21 +249,17 @@ class Isometric(Translator):
                      "anchor_runs", "qap_restarts", "soft_k", "anneal_iter"):
             check_positive_int(getattr(self, name), name)
         check_positive_int(self.n_quantiles, "n_quantiles", minimum=2)
-        check_positive_int(self.polish_iter, "polish_iter", minimum=0)
-        check_positive_int(self.ot_iter, "ot_iter", minimum=0)
-        check_positive_int(self.lowdim, "lowdim", minimum=0)
-        check_positive_int(self.lowdim_restarts, "lowdim_restarts", minimum=0)
+        for name in ("polish_iter", "ot_iter", "lowdim", "lowdim_restarts"):
+            check_positive_int(getattr(self, name), name, minimum=0)
         check_positive_int(self.ot_rows, "ot_rows", minimum=2)
         check_positive_int(self.seed, "seed", minimum=0)
         check_choice(self.init, "init", INITS)
         check_real(self.val_fraction, "val_fraction", 0, 0.5, open_low=True, open_high=True)
         check_real(self.agree, "agree", 0, 1, open_low=True, open_high=True)
-        check_real(self.ot_eps, "ot_eps", 0, open_low=True)
+        for name in ("ot_eps", "pair_weight", "anneal_eps_start", "anneal_eps_end"):
+            check_real(getattr(self, name), name, 0, open_low=True)
         check_real(self.min_gain, "min_gain", 0)
-        check_real(self.pair_weight, "pair_weight", 0, open_low=True)
         check_positive_int(self.n_clusters, "n_clusters", minimum=3)
-        check_real(self.anneal_eps_start, "anneal_eps_start", 0, open_low=True)
-        check_real(self.anneal_eps_end, "anneal_eps_end", 0, open_low=True)
 
     # -- fitting ----------------------------------------------------------
     accepts_pairs = True
@@ -486,6 +483,8 @@ class Isometric(Translator):
                     r, None, lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
                 W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
                 lifted.append((criterion(W), r, iters, W))
+                self.history_.append({"stage": "lowdim", "restart": r, "iter": iters, "criterion": lifted[-1][0],
+                                      "gain": (lifted[-1][0] - null) / scale})
                 if bar is not None:
                     bar.update(1)
             for crit, r, iters, W in sorted(lifted, key=lambda t: -t[0])[:2]:
