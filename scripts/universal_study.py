@@ -345,7 +345,10 @@ def markdown(results: Optional[Dict[str, Any]], command: str) -> str:
         out += ["### Adding a space that does not fit", "",
                 "Universal on minilm + mpnet alone, and with a third space that cannot fit: a Gaussian with the "
                 "mean and covariance of e5's training rows (the same spectrum, no structure). Top-1 of the two "
-                "real directions, pool as above.", ""]
+                "real directions, pool as above."
+                + "".join(sorted({f" Measured {results['records'][k]['note'][len('measured '):]}." for k in mis
+                                  if results["records"][k].get("note")})),
+                ""]
         rows_ = [{"spaces": k.split()[1], "seed": k.split()[2],
                   **{p: v["top1"] for p, v in results["records"][k]["ordered"].items()},
                   "excluded": ", ".join(results["records"][k]["excluded"]) or "none",
@@ -383,7 +386,7 @@ def main(argv=None) -> int:
     ap.add_argument("--allow-embed", action="store_true", help="embed texts missing from the cache")
     args = ap.parse_args(argv)
     path = Path(args.json)
-    command = ".venv/bin/python scripts/universal_study.py --json out/universal_study.json"
+    command = f".venv/bin/python scripts/universal_study.py --json {args.json}"
     if args.md:
         results = json.loads(path.read_text()) if path.exists() else None
         Path(args.md).write_text(markdown(results, command))
