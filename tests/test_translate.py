@@ -326,7 +326,7 @@ def test_isometric_wide_to_narrow_is_recovered_or_flagged():
     warned = any("no two of" in str(w.message) for w in caught)
     top1 = evaluate(m.transform(Xt), Yt)["top1"]
     assert top1 >= 0.99 or warned, f"top-1 {top1} and no warning"
-    assert warned == (m.restarts_[-1]["agrees_with"] is None)
+    assert warned == (not any(r["agrees_with"] is not None for r in m.restarts_))
 
 
 @pytest.mark.slow
@@ -412,6 +412,22 @@ def test_isometric_low_dimensional_restarts_find_what_the_full_one_missed():
     assert max(h["gain"] for h in lifted) <= m.restarts_[1]["gain"]  # its cycles only raised it
     with pytest.warns(RuntimeWarning, match="no two of 1 restarts"):
         Isometric(seed=0, n_init=1, lowdim=0, **ISO).fit(X, Y)
+
+
+def test_isometric_passed_full_restart_competes_for_the_annealing():
+    """The same data with ``agree=0.99``, so that nothing confirms: the two best maps by the
+    criterion -- the best lifted restart (gain 3.06) and the full restart (2.14), ahead of
+    the other lifted ones (1.96, 2.11) -- are annealed, the full one in place (its row is
+    replaced, not duplicated: it must not confirm itself), then compared."""
+    X, Y, *_ = iso_data(32, 32, n=1500, n_test=300, k=100)
+    with pytest.warns(RuntimeWarning, match="no two of 2 restarts"):
+        m = Isometric(seed=0, n_init=1, lowdim=8, lowdim_restarts=3, agree=0.99, **ISO).fit(X, Y)
+    assert [r["lowdim"] for r in m.restarts_] == [False, True]
+    lifted = sorted(h["gain"] for h in m.history_ if h.get("stage") == "lowdim")
+    assert m.restarts_[0]["gain"] > lifted[-2]  # it outranked the second lifted restart
+    after = m.history_[max(i for i, h in enumerate(m.history_) if h.get("stage") == "lowdim"):]
+    assert any(h.get("stage") == "polish" and h["restart"] == 0 for h in after)  # annealed, then polished
+    assert m.restarts_[0]["agreement"] is not None and m.restarts_[0]["agrees_with"] is None
 
 
 def test_isometric_settled_failures_end_early():

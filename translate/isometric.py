@@ -16,44 +16,37 @@ Steps
 1. Preprocessing per space, in the VecMap order (Artetxe, Labaka & Agirre 2018,
    ACL): unit rows, centre, unit rows; ``transform`` restores B's mean and norm.
 2. Held-out rows: ``val_fraction`` of each side (<= 2000 rows), never matched. The
-   **criterion** of a map is the mean CSLS score (Conneau et al. 2018, "Word
-   translation without parallel data", ICLR) of each held-out source row's best
-   match among held-out target rows: a self-consistent wrong map (the fixed
-   points alternating methods fall into) scores near the level of a random
-   rotation, the right map above it: ``gain = criterion / criterion(random W) - 1``.
-3. Initialisation without pairs: sorted-similarity signatures (Artetxe et al.
-   2018): each row of a subsample is described by the sorted row of the square
-   root of its Gram matrix (invariant to any rotation of the space), compressed
-   to ``n_quantiles`` log-spaced positions and matched across spaces by CSLS
-   (both directions); one Procrustes step on those pairs gives ``W_0``.
-4. Stochastic exploration: each iteration draws ``explore_rows`` random fit
-   rows of each side, splits them into random blocks of ``batch_size`` rows,
-   solves an exact one-to-one assignment (Hungarian) inside each block on
-   cosine similarity, and refits ``W`` by Procrustes on all the pairs. The random
-   blocks are what make this work: a match is the best among a random subset
-   of candidates, so the errors of one iteration are not the errors of the next
-   and wrong maps do not reinforce themselves (the same role as VecMap's
-   stochastic dictionary induction). Its precision does not matter -- polishing
-   follows -- so an iteration takes a subsample in small blocks (the assignment
-   is cubic in the block; timings in ``docs/translation.md``).
-5. Stopping rule: every ``eval_every`` iterations the held-out criterion is
-   computed. A restart stops when it has not improved for ``patience``
-   evaluations with a gain of at least ``min_gain``, or for twice as long under
-   it: then its best map is polished (step 6) and passes if that reaches
-   ``min_gain`` (a start inside the right basin can settle under it; one outside
-   would only wander near the random level until ``n_iter``). Passed restarts are
-   polished and compared: the search ends when two found the same map (mean
-   cosine of their translations of the held-out rows >= ``agree``), the better
-   of the two kept -- a wrong self-consistent map can pass ``min_gain`` on hard
-   data, but two random starts rarely fall into the same one. Otherwise the
-   low-dimensional restarts follow (step 8); if still no two agree, the best by
-   the criterion is kept (the two best unpolished restarts polished first) and a
-   ``RuntimeWarning`` says the map may be wrong.
-6. Polishing: from a restart's map, a few rounds of matching over all its fit
-   rows -- each row of either side with its CSLS-best row of the other side
-   (VecMap's union of both directions) -- and Procrustes on all those pairs,
-   until fewer than 0.5% of the matches change (on 5000-row subsamples right
-   maps no longer agreed, minilm -> mpnet).
+   **criterion** of a map is the mean CSLS score (Conneau et al. 2018, "Word translation
+   without parallel data", ICLR) of each held-out source row's best match among held-out
+   target rows: a self-consistent wrong map (where alternating methods get stuck) scores
+   near a random rotation's level, the right map above: ``gain = crit / crit(random W) - 1``.
+3. Initialisation without pairs: sorted-similarity signatures (Artetxe et al. 2018):
+   each row of a subsample is described by the sorted row of the square root of its
+   Gram matrix (invariant to any rotation), compressed to ``n_quantiles`` log-spaced
+   positions and matched across spaces by CSLS (both directions); one Procrustes step
+   on those pairs gives ``W_0``.
+4. Stochastic exploration: each iteration draws ``explore_rows`` random fit rows of
+   each side, solves an exact one-to-one assignment (Hungarian) on cosine similarity
+   inside random blocks of ``batch_size`` rows, and refits ``W`` by Procrustes on all
+   the pairs. A match is the best among a random subset of candidates, so the errors
+   of one iteration are not those of the next and wrong maps do not reinforce
+   themselves (the role of VecMap's stochastic dictionary induction); polishing
+   supplies the precision (timings in ``docs/translation.md``).
+5. Stopping rule: every ``eval_every`` iterations the held-out criterion is computed.
+   A restart stops when it has not improved for ``patience`` evaluations with a gain
+   of at least ``min_gain``, or for twice as long under it: then its best map is
+   polished (step 6) and passes if that reaches ``min_gain`` (a start in the right
+   basin can settle under it). Passed restarts are polished and compared: the search
+   ends when two found the same map (mean cosine of their translations of the
+   held-out rows >= ``agree``), the better kept -- a wrong self-consistent map can
+   pass ``min_gain`` on hard data, but two random starts rarely fall into the same
+   one. Otherwise the low-dimensional restarts follow (step 8); if still no two
+   agree, the best by the criterion is kept (the two best unpolished restarts
+   polished first) and a ``RuntimeWarning`` says the map may be wrong.
+6. Polishing: rounds of matching over all fit rows -- each row of either side with
+   its CSLS-best row of the other (VecMap's union of both directions) -- and Procrustes
+   on all those pairs, until fewer than 0.5% of the matches change (on 5000-row
+   subsamples right maps no longer agreed, minilm -> mpnet).
 7. Entropic refinement of the kept map, on all rows (held-out ones included)
    (Grave et al. 2019): ``ot_iter`` Wasserstein-Procrustes steps ``W <- polar(Xᵀ P Y)``,
    P the Sinkhorn plan (Cuturi 2013) of the cosine similarities under W with
@@ -68,14 +61,13 @@ Neighbour search: :mod:`align.knn`, in the narrower of the two spaces.
 Known pairs (``fit(X, Y, pairs=P)``, P an (m, 2) array of (row of X, row of Y)):
 their rows are anchors (relative representations, Moschella et al. 2023) for the
 start, every Procrustes step adds them with weight ``pair_weight``, and the search
-is replaced by an annealed entropic refinement (``anneal_iter`` plans at
-temperatures from ``anneal_eps_start`` down to ``anneal_eps_end``); two refinements on halves of the rows must agree.
+is replaced by an annealed entropic refinement (``anneal_iter`` plans at temperatures
+from ``anneal_eps_start`` down to ``anneal_eps_end``); refinements on two halves must agree.
 
 ``init="anchors"``: k-means centroids matched by a quadratic assignment (Schnaus et
 al. 2026; Dar 2025, mini-vec2vec), pooled over runs, as relative-representation anchors.
 
-What each step buys, and where the method fails: ``docs/translation.md`` (from
-``scripts/translation_study.py``).
+What each step buys, and where it fails: ``docs/translation.md`` (``scripts/translation_study.py``).
 """
 
 from __future__ import annotations
@@ -142,12 +134,9 @@ class Isometric(Translator):
     ot_rows : rows per side (a random subsample beyond it) in each refinement plan;
         memory is one ``ot_rows²`` float32 buffer (576 MB at 12000).
     n_clusters, anchor_runs, qap_restarts : ``init="anchors"``: k-means clusters per run,
-        runs pooled, random starts of the quadratic assignment per run (mini-vec2vec's
-        20 / 30 / 30).
-    soft_k : rows of B averaged into each row's target in a relative-representation
-        start (mini-vec2vec's 50).
-    pair_weight : with known pairs, their total weight in every Procrustes step relative
-        to the matched rows.
+        runs pooled, quadratic-assignment starts per run (mini-vec2vec's 20 / 30 / 30).
+    soft_k : rows of B averaged into each target of a relative-representation start (50).
+    pair_weight : the known pairs' total weight in each Procrustes step, against the matches.
     anneal_iter, anneal_eps_start, anneal_eps_end : with known pairs and after
         low-dimensional restarts, the number of entropic plans and their temperatures
         (geometric from start to end).
@@ -165,9 +154,9 @@ class Isometric(Translator):
     W_ : (d_a, d_b) float32 map between preprocessed spaces.
     mean_a_, mean_b_ : means removed by the preprocessing.
     restarts_ : per restart, ``{"iters", "criterion", "gain", "success", "polished", "agreement",
-        "agrees_with", "lowdim"}`` (``agrees_with``: the earlier restart that found the
-        same map, or None; ``polished``: its map went through polishing, kept only where
-        that raised the criterion; ``lowdim``: a restart of the low-dimensional search).
+        "agrees_with", "lowdim"}`` (``agrees_with``: the other restart that found the same
+        map, or None; ``polished``: its map went through polishing, kept only where that
+        raised the criterion; ``lowdim``: a restart of the low-dimensional search).
     chosen_restart_ : index of the restart kept.
     null_criterion_ : the criterion of random orthogonal maps (mean of 3).
     history_ : one dict per exploration iteration (restart, iter, objective =
@@ -321,16 +310,19 @@ class Isometric(Translator):
             res.update(criterion=crit, gain=(crit - null) / scale, polished=True)
             return W
 
-        def record(W: np.ndarray, res: Dict[str, Any]) -> bool:
-            """Keep a restart; True when it confirms an earlier one (the search ends)."""
+        def record(W: np.ndarray, res: Dict[str, Any], replace: Optional[int] = None) -> bool:
+            """Keep a restart (in place of restart ``replace``); True when it confirms another."""
             if res["success"]:
-                earlier = [(agreement(W, maps[i]), i) for i, e in enumerate(results) if e["success"]]
-                if earlier:
-                    res["agreement"], j = max(earlier)
+                others = [(agreement(W, maps[i]), i) for i, e in enumerate(results) if e["success"] and i != replace]
+                if others:
+                    res["agreement"], j = max(others)
                     if res["agreement"] >= self.agree:
                         res["agrees_with"] = j
-            results.append(res)
-            maps.append(W)
+            if replace is None:
+                results.append(res)
+                maps.append(W)
+            else:
+                results[replace], maps[replace] = res, W
             return res["agrees_with"] is not None
 
         try:
@@ -353,10 +345,11 @@ class Isometric(Translator):
             if bar is not None:
                 bar.close()
         if results[-1]["agrees_with"] is None:
-            self._lowdim_search(Xf, Yf, Xv, Yv, rng, criterion, null, scale, record)
-        last = results[-1]
-        if last["agrees_with"] is not None:  # the map two restarts found: the better of the pair
-            i, j = len(results) - 1, last["agrees_with"]
+            passed = [(res["criterion"], i, res["iters"], maps[i]) for i, res in enumerate(results) if res["success"]]
+            self._lowdim_search(Xf, Yf, Xv, Yv, rng, criterion, null, scale, record, passed)
+        confirmed = [i for i, res in enumerate(results) if res["agrees_with"] is not None]
+        if confirmed:  # the map two restarts found: the better of the pair
+            i, j = confirmed[0], results[confirmed[0]]["agrees_with"]
             chosen = i if results[i]["criterion"] >= results[j]["criterion"] else j
         else:
             # Polishing can lift a restart in the basin past others (and reorder them),
@@ -447,17 +440,19 @@ class Isometric(Translator):
         j = np.concatenate([fwd, np.arange(len(Db))])
         return self._procrustes(cross(Xs[i], Ys[j]), len(i))
 
-    def _lowdim_search(self, Xf, Yf, Xv, Yv, rng, criterion, null, scale, record) -> None:
+    def _lowdim_search(self, Xf, Yf, Xv, Yv, rng, criterion, null, scale, record, passed) -> None:
         """Restarts in each side's top ``lowdim`` principal directions, for when no two
         full restarts agreed (Hoshen & Wolf 2018, "Non-adversarial unsupervised word
         translation", EMNLP: many cheap restarts after PCA to ~50 d).
 
         Each restart explores in the reduced spaces, where starts land near the right
         map far more often (measured in ``docs/translation.md``), is lifted to the full
-        spaces by Procrustes on its CSLS dictionary of the fit rows and polished. The
-        two best by the held-out criterion get cycles of the annealed entropic
-        refinement of the known-pairs path and a polish while the criterion rises,
-        and join the restarts (``"lowdim": True``)."""
+        spaces by Procrustes on its CSLS dictionary of the fit rows and polished. The two
+        best by the held-out criterion get cycles of the annealed entropic refinement of
+        the known-pairs path and a polish while the criterion rises, and join the
+        restarts (``"lowdim": True``). Full restarts that passed ``min_gain``
+        (``passed``: criterion, index, iterations, map) compete for those two places,
+        annealed in place: maps from different starts agree only after the same treatment."""
         k = self.lowdim
         if not self.lowdim_restarts or k == 0 or k >= min(Xf.shape[1], Yf.shape[1]):
             return
@@ -487,7 +482,8 @@ class Isometric(Translator):
                                       "gain": (lifted[-1][0] - null) / scale})
                 if bar is not None:
                     bar.update(1)
-            for crit, r, iters, W in sorted(lifted, key=lambda t: -t[0])[:2]:
+            pool = [(*t, False) for t in lifted] + [(*t, True) for t in passed]
+            for crit, r, iters, W, full in sorted(pool, key=lambda t: -t[0])[:2]:
                 for _ in range(_ANNEAL_CYCLES):  # each cycle: the whole schedule, then a polish
                     if bar is not None:
                         bar.update(1)
@@ -498,7 +494,8 @@ class Isometric(Translator):
                     W, crit = W_n, crit_n
                 gain = (crit - null) / scale
                 if record(W, {"iters": iters, "criterion": crit, "gain": gain, "success": gain >= self.min_gain,
-                              "polished": True, "agreement": None, "agrees_with": None, "lowdim": True}):
+                              "polished": True, "agreement": None, "agrees_with": None, "lowdim": not full},
+                          r if full else None):
                     return
         finally:
             if bar is not None:
