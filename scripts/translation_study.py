@@ -488,8 +488,24 @@ def _median(values: List[Any]) -> str:
     return f"{np.median(values):.3f}" if values else "—"
 
 
+def e5_table(results: List[Dict[str, Any]]) -> str:
+    """The ``e5`` part, one row per direction and seed, against the paired oracle at both pools."""
+    rows = sorted((r for r in results if r["part"] == "e5"),
+                  key=lambda r: (r["key"]["source"], r["key"]["target"], r["seed"]))
+    out = ["| source → target | seed | top-1 | × oracle | top-1, pool 8192 | × oracle | FOSCTTM (8192) "
+           "| confirmed | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        k, big = r["key"], r["pool8192"]
+        out.append(f"| {k['source']} → {k['target']} | {r['seed']} | {r['top1']:.3f} | {r['top1'] / k['oracle']:.2f} | "
+                   f"{big['top1']:.3f} | {big['top1'] / k['oracle8192']:.2f} | {big['foscttm']:.4f} | "
+                   f"{'yes' if r['agreed'] else 'no'} | {r['wall_s']:.0f} |")
+    return "\n".join(out)
+
+
 def summarise(results: List[Dict[str, Any]]) -> str:
     out: List[str] = []
+    if any(r["part"] == "e5" for r in results):
+        out += ["\n### e5, per seed\n", e5_table(results)]
     for part in ("synthetic", "real", "curve", "pairs", "pool8192", "e5", "ablation"):
         rows = [r for r in results if r["part"] == part]
         if not rows:

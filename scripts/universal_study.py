@@ -335,10 +335,17 @@ def markdown(results: Optional[Dict[str, Any]], command: str) -> str:
     out += [markdown_table(sm["table"], cols, heads), "",
             "Seconds are wall times on the 2-core development machine while other jobs shared its cores: "
             "orders of magnitude, not benchmarks.", ""]
+    for method in ("universal", "isometric"):
+        ratios = [(r[f"{method} min"] / r["oracle"], r["pair"]) for r in sm["table"]
+                  if r.get(f"{method} min") is not None and r.get("oracle")]
+        if ratios:
+            worst = min(ratios)
+            out += [f"{method.capitalize()}: top-1 ≥ {worst[0]:.3f} × the paired oracle on each of the "
+                    f"{len(ratios)} ordered pairs measured (lowest: {worst[1]}).", ""]
     corr = [{"predictor vs achieved": k, "Spearman": v["spearman"], "n": v["n"]} for k, v in sm["correlations"].items()]
     out += ["Does translatability (no pairs) rank the ordered pairs as their achieved top-1 does? "
-            "CKA needs the held-out pairs and is shown for reference. With minilm <-> mpnet found and every e5 "
-            "direction at chance, a rank correlation over these six pairs mostly tells the two groups apart.",
+            "CKA needs the held-out pairs and is shown for reference. Over six pairs a rank correlation is coarse; "
+            "[translatability.md](translatability.md) ranks more spaces.",
             "", markdown_table(corr), ""]
     mis = sorted(k for k in results["records"] if k.startswith("misfit"))
     if mis:
