@@ -477,9 +477,10 @@ class Isometric(Translator):
                     Xl, Yl, self._initial_map(Xl, Yl, rng, r), rng, crit_low, null_low, max(abs(null_low), 1e-6),
                     r, None, lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
                 W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
-                lifted.append((criterion(W), r, iters, W))
-                self.history_.append({"stage": "lowdim", "restart": r, "iter": iters, "criterion": lifted[-1][0],
-                                      "gain": (lifted[-1][0] - null) / scale})
+                crit = criterion(W)
+                lifted.append((crit, r, iters, W))
+                self.history_.append({"stage": "lowdim", "restart": r, "iter": iters, "criterion": crit,
+                                      "gain": (crit - null) / scale})
                 if bar is not None:
                     bar.update(1)
             pool = [(*t, False) for t in lifted] + [(*t, True) for t in passed]
