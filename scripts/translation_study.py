@@ -249,7 +249,7 @@ def fit_one(data, seed: int, params: Dict[str, Any], pools: Tuple[Tuple[np.ndarr
         # per restart after the first that passed min_gain: agreement with the closest earlier map
         "agreement": [None if x["agreement"] is None else round(x["agreement"], 3) for x in m.restarts_],
         "restart_gains": [round(x["gain"], 2) for x in m.restarts_],
-        # every lifted low-dimensional restart, before its cycles (two of them annealed)
+        # every lifted low-dimensional restart, before any annealing
         "lifted_gains": [round(h["gain"], 2) for h in m.history_ if h.get("stage") == "lowdim"],
         **{f"pool{len(Pb)}": {k: v for k, v in evaluate(m.transform(Pa), Pb).items() if k in ("top1", "mean_rank",
                                                                                           "foscttm", "mean_cos")}
