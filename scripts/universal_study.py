@@ -353,8 +353,7 @@ def markdown(results: Optional[Dict[str, Any]], command: str) -> str:
                 "Universal on minilm + mpnet alone, and with a third space that cannot fit: a Gaussian with the "
                 "mean and covariance of e5's training rows (the same spectrum, no structure). Top-1 of the two "
                 "real directions, pool as above."
-                + "".join(sorted({f" Measured {results['records'][k]['note'][len('measured '):]}." for k in mis
-                                  if results["records"][k].get("note")})),
+                + "".join(sorted({f" {n[:1].upper()}{n[1:]}." for k in mis if (n := results["records"][k].get("note"))})),
                 ""]
         rows_ = [{"spaces": k.split()[1], "seed": k.split()[2],
                   **{p: v["top1"] for p, v in results["records"][k]["ordered"].items()},
