@@ -943,7 +943,7 @@ class PeakAnon:
     exact peak of VmRSS is :class:`PeakMemory`'s VmHWM."""
 
     def __init__(self, every: float = 0.002):
-        self.every, self.anon_peak, self.rss_peak = every, 0, 0
+        self.every, self.anon_peak, self.rss_peak, self.samples = every, 0, 0, 0
 
     def __enter__(self) -> "PeakAnon":
         gc.collect()
@@ -956,6 +956,7 @@ class PeakAnon:
     def _sample(self) -> None:
         for k, v in _status_kib("RssAnon", "VmRSS").items():
             self._max[k] = max(self._max.get(k, 0), v)
+        self.samples += 1  # lets a caller wait for a sample while something is held
 
     def __exit__(self, *exc) -> None:
         self._sampler.stop()

@@ -249,7 +249,11 @@ def test_svcca_limit_row_runs(bench):
 def test_peak_anon_sees_an_allocation(bench):
     with bench.PeakAnon() as pa:
         a = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
-        time.sleep(0.05)  # at least one sample while it is held
+        # two samples while it is held (the second began after the allocation), however
+        # loaded the machine: a fixed sleep missed it on a busy CI runner
+        seen, deadline = pa.samples, time.time() + 10
+        while pa.samples < seen + 2 and time.time() < deadline:
+            time.sleep(0.01)
         del a
     assert pa.anon_peak >= 48 << 20 and pa.rss_peak >= 48 << 20, (pa.anon_peak, pa.rss_peak)
 
