@@ -34,7 +34,7 @@ Parts (``--parts``, default all):
   they keep is what no start can beat with these steps.
 * ``e5``: the four directions between multilingual-e5-small and minilm / mpnet, the
   ``real`` layout with ``--n`` texts per side, seeds ``--e5-seeds`` (seed by seed over
-  the directions, so a partial run covers all four), scored on the pool of 1000 and on
+  the directions ``--e5-directions``, so a partial run covers all), scored on the pool of 1000 and on
   the pool of 8192; the key holds the paired Procrustes oracle at both pools.
 * ``fromoracle``: one ``Isometric`` restart started at the paired oracle's map
   (minilm -> mpnet with 1000 and 2000 texts per side, minilm -> e5 with 5000): the
@@ -458,7 +458,7 @@ def plan(args) -> List[Tuple[str, Dict[str, Any], Callable[[], Data], int, Dict[
                 key = {"source": src, "target": tgt, "n": args.n, "pool": BIG_POOL}
                 jobs.append(("pool8192", key, functools.partial(real_data, src, tgt, args.n), s, {}))
     if "e5" in args.parts:
-        directions = (("minilm", "e5"), ("e5", "minilm"), ("mpnet", "e5"), ("e5", "mpnet"))
+        directions = [tuple(d.split(">")) for d in args.e5_directions]
         oracles = {d: (oracle_top1(*d, args.n), oracle_top1(*d, args.n, BIG_POOL)) for d in directions}
         for s in args.e5_seeds:
             for src, tgt in directions:
@@ -481,6 +481,9 @@ def plan(args) -> List[Tuple[str, Dict[str, Any], Callable[[], Data], int, Dict[
             key = {"variant": name, "source": "minilm", "target": "mpnet", "n": HALF}
             jobs.append(("ablation", key, functools.partial(real_data, "minilm", "mpnet", HALF), 0, params))
     return jobs
+
+
+E5_DIRECTIONS = ("minilm>e5", "e5>minilm", "mpnet>e5", "e5>mpnet")
 
 
 def _median(values: List[Any]) -> str:
@@ -569,6 +572,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--curve-seeds", type=int, default=3)
     ap.add_argument("--e5-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the 'e5' part")
+    ap.add_argument("--e5-directions", nargs="+", default=list(E5_DIRECTIONS), choices=E5_DIRECTIONS,
+                    help="source>target directions of the 'e5' part (quote them in a shell)")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="texts per side for 'sizecurve'")
     ap.add_argument("--json", default="out/translation_study.json")
     args = ap.parse_args(argv)
