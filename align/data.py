@@ -48,6 +48,7 @@ import numpy as np
 
 from align.checkpoint import atomic_write_bytes
 from align.encoders import cache_root, length_batches
+from align.progress import progress_bar
 from align.validation import as_matrix, check_positive_int, check_texts
 
 __all__ = [
@@ -331,8 +332,6 @@ def embed_corpus(
 
     Returns a float32 array of shape (number of texts selected, d).
     """
-    from tqdm.auto import tqdm
-
     batch_size = check_positive_int(batch_size, "batch_size")
     key, fn = _resolve_encoder(encoder, cache_key, device, precision)
     if texts is None:
@@ -375,7 +374,8 @@ def embed_corpus(
                          f"({len(todo)} of {len(pieces)} chunks missing); embed them first")
     cached = sum(r.shape[0] for r in results if r is not None)
     total = hi - lo
-    with tqdm(total=total, initial=cached, desc=f"embed {key} ({label})", unit="text", disable=not progress) as bar:
+    with progress_bar(total=total, initial=cached, desc=f"embed {key} ({label})", unit="text",
+                      enabled=progress) as bar:
         for i in todo:
             _, _, a, b = pieces[i]
             chunk = list(all_texts[a:b])

@@ -52,6 +52,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from align.progress import progress_bar
 from align.validation import check_positive_int, check_texts
 
 __all__ = [
@@ -564,15 +565,10 @@ def encode(
     batch_size = check_positive_int(batch_size, "batch_size")
     precision = check_precision(precision, spec)
     model = load_encoder(spec.name, device)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(texts), desc=f"encode {spec.name}", unit="text")
+    bar = progress_bar(total=len(texts), desc=f"encode {spec.name}", unit="text", enabled=progress)
 
     def done(k: int) -> None:
-        if bar is not None:
-            bar.update(k)
+        bar.update(k)
         if on_batch is not None:
             on_batch(k)
 
@@ -596,5 +592,4 @@ def encode(
                                                 CPU_BATCH_TOKENS * count if on_cpu else None, done, precision)
             return np.ascontiguousarray(emb, dtype=np.float32)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()

@@ -39,6 +39,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from .device import cuda_available, faiss, faiss_gpu_count, threads, torch_device
+from .progress import progress_bar
 from .validation import as_matrix, check_choice, check_k, check_nonzero_rows, check_positive_int
 
 __all__ = ["knn", "knn_both", "normalize_rows", "inverse_norms", "unit_rows_f32", "self_neighbors", "paired_search"]
@@ -282,12 +283,7 @@ def search_prepared(
     searcher = _make_searcher(D, kk, backend)
     sims = np.empty((nq, k), dtype=np.float32)
     idx = np.empty((nq, k), dtype=np.int64)
-    starts = range(0, nq, block_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="knn", unit="block", total=len(starts))
-    for s in starts:
+    for s in progress_bar(range(0, nq, block_size), desc="knn", unit="block", enabled=progress):
         e = min(nq, s + block_size)
         cs, ci = searcher(Q[s:e])
         sims[s:e], idx[s:e] = _finalize_block(Q[s:e], D, cs, ci, k, s if exclude_self else None)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 
+from align.progress import progress_bar
 from align.validation import as_matrix, check_paired, check_positive_int
 
 __all__ = ["LayerComparison", "compare_layers", "rotation_test", "random_rotation"]
@@ -174,8 +175,6 @@ def compare_layers(
 
     Returns a :class:`LayerComparison`.
     """
-    from tqdm.auto import tqdm
-
     name, fn = _resolve_metric(metric)
     A = _validate_feats(feats_a, "feats_a")
     B = _validate_feats(feats_b, "feats_b")
@@ -185,7 +184,7 @@ def compare_layers(
             check_paired(first, X, (f"feats_a[{next(iter(A))!r}]", f"{label}[{layer!r}]"))
     la, lb = list(A), list(B)
     M = np.empty((len(la), len(lb)), dtype=np.float64)
-    with tqdm(total=M.size, desc=f"compare_layers ({name})", unit="pair", disable=not progress) as bar:
+    with progress_bar(total=M.size, desc=f"compare_layers ({name})", unit="pair", enabled=progress) as bar:
         for i, a in enumerate(la):
             for j, b in enumerate(lb):
                 M[i, j] = float(fn(A[a], B[b], **kw))

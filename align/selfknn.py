@@ -72,6 +72,7 @@ from ._kernels import (
     _row_pass,
     _settle_ranks,
 )
+from .progress import progress_bar
 
 __all__ = ["self_knn", "cross_knn", "paired_rank_knn", "filter_precision"]
 
@@ -263,14 +264,6 @@ def _tile(buf, A, B):
     return flat.view(torch.int16).numpy() if flat.dtype == torch.bfloat16 else flat.numpy()
 
 
-def _bar(it, progress: bool, desc: str):
-    if not progress:
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc=desc, unit="block-row")
-
-
 # --------------------------------------------------------------------------- engines
 def self_knn(X: np.ndarray, k: int, inv: Optional[np.ndarray] = None, block: int = 2048,
              precision: Optional[str] = None, progress: bool = False,
@@ -293,7 +286,7 @@ def self_knn(X: np.ndarray, k: int, inv: Optional[np.ndarray] = None, block: int
     chunks = max(1, 4 * numba.get_num_threads())
     starts = list(range(0, n, block))
     with torch.no_grad():
-        for a in _bar(range(len(starts)), progress, "knn (symmetric)"):
+        for a in progress_bar(range(len(starts)), desc="knn (symmetric)", unit="block-row", enabled=progress):
             s = starts[a]
             e = min(n, s + block)
             for t in starts[a:]:
@@ -338,7 +331,7 @@ def cross_knn(A: np.ndarray, B: np.ndarray, k: int, ia: Optional[np.ndarray] = N
     buf = torch.empty(block * block, dtype=ra.T.dtype)
     chunks = max(1, 4 * numba.get_num_threads())
     with torch.no_grad():
-        for s in _bar(range(0, na, block), progress, "knn (both ways)"):
+        for s in progress_bar(range(0, na, block), desc="knn (both ways)", unit="block-row", enabled=progress):
             e = min(na, s + block)
             for t in range(0, nb, block):
                 f = min(nb, t + block)
@@ -384,7 +377,7 @@ def paired_rank_knn(Xq: np.ndarray, Xd: np.ndarray, k: int, iq: np.ndarray, idd:
     buf = torch.empty(block * block, dtype=rep_d.T.dtype)
     redo = []
     with torch.no_grad():
-        for s in _bar(range(0, n, block), progress, "evaluate"):
+        for s in progress_bar(range(0, n, block), desc="evaluate", unit="block-row", enabled=progress):
             e = min(n, s + block)
             rq = Rep(Xq[s:e], iq[s:e], prec)
             eps = rq.eps(slice(None), rep_d)

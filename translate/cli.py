@@ -24,6 +24,7 @@ import numpy as np
 
 import align
 from align.arrays import FORMATS, SUPPORTED, ArrayWriter, check_output_path, write_array
+from align.progress import on_terminal, progress_bar
 
 from .cli_support import (
     METHOD_CLASSES,
@@ -53,14 +54,6 @@ ARG_NAMES: Dict[str, Dict[str, str]] = {
     "transform": {"X": "--input"},
     "embed": {"encoder": "--encoder", "start": "--start", "batch_size": "--batch-size", "corpus": "--corpus"},
 }
-
-
-def show_progress() -> bool:
-    """Progress bars only on a terminal: piped logs stay readable."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 def note(args: argparse.Namespace, text: str) -> None:
@@ -107,7 +100,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
         start=args.start,
         cache_dir=args.cache_dir,
         batch_size=args.batch_size,
-        progress=not args.quiet and show_progress(),
+        progress=not args.quiet and on_terminal(),
     )
     path = write_array(out, X, "-o", key=args.key)
     print(f"wrote {path} with shape {X.shape} ({args.encoder}, {args.corpus} texts [{args.start}, {args.start + len(X)}))")
@@ -122,7 +115,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
     elif args.seed is not None:
         note(args, f"note: --seed has no effect: {args.method} is deterministic")
     if "progress" in specs and "progress" not in params:
-        params["progress"] = show_progress()
+        params["progress"] = on_terminal()
     try:
         t = cls(**params)
     except TypeError as exc:
@@ -151,8 +144,6 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
 
 def cmd_transform(args: argparse.Namespace) -> None:
-    from tqdm.auto import tqdm
-
     out = check_output(args.output, "-o", args.overwrite, formats=FORMATS)
     if args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows must be >= 1, got {args.chunk_rows}")
@@ -162,7 +153,7 @@ def cmd_transform(args: argparse.Namespace) -> None:
         raise UsageError(f"--input has {inp.shape[1]} columns but the model in {args.model!r} was fitted on "
                          f"{t.d_in_}-d rows")
     n = len(inp)
-    bar = tqdm(total=n, desc="transform", unit="row", disable=not show_progress())
+    bar = progress_bar(total=n, desc="transform", unit="row", enabled=on_terminal())
     try:
         with ArrayWriter(out, n, t.d_out_, "-o", key=args.output_key, faiss_metric=inp.faiss_metric or "ip") as w:
             for start, rows in inp.chunks(args.chunk_rows):
@@ -267,7 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         out_dir=args.out,
         source=args.source_encoder,
         target=args.target_encoder,
-        progress=show_progress(),
+        progress=on_terminal(),
     )
 
 

@@ -78,6 +78,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from align.progress import progress_bar
 from align.validation import check_choice, check_positive_int, check_real
 
 from .base import Translator
@@ -297,11 +298,6 @@ class Isometric(Translator):
             del self._known
             return
 
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.n_init * self.n_iter, desc="isometric", unit="it")
         results: List[Dict[str, Any]] = []
         maps: List[np.ndarray] = []
 
@@ -325,7 +321,7 @@ class Isometric(Translator):
                 results[replace], maps[replace] = res, W
             return res["agrees_with"] is not None
 
-        try:
+        with progress_bar(total=self.n_init * self.n_iter, desc="isometric", enabled=self.progress) as bar:
             for r in range(self.n_init):
                 W0 = self._initial_map(Xf, Yf, rng, r)
                 W, best, iters, ok, polished = self._explore(Xf, Yf, W0, rng, criterion, null, scale, r, bar,
@@ -337,13 +333,9 @@ class Isometric(Translator):
                     # Polishing on the fit rows takes every right start to one fixed point,
                     # while wrong maps from different starts stay apart.
                     W = polish(W, res, r)
-                if bar is not None:
-                    bar.update(self.n_iter - iters)  # a restart that stopped early
+                bar.update(self.n_iter - iters)  # a restart that stopped early
                 if record(W, res):
                     break
-        finally:
-            if bar is not None:
-                bar.close()
         if results[-1]["agrees_with"] is None:
             passed = [(res["criterion"], i, res["iters"], maps[i]) for i, res in enumerate(results) if res["success"]]
             self._lowdim_search(Xf, Yf, Xv, Yv, rng, criterion, null, scale, record, passed)
@@ -466,12 +458,8 @@ class Isometric(Translator):
         null_low = float(np.mean([crit_low(random_map(k, k, rng)) for _ in range(3)]))
         lifted = []
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=self.lowdim_restarts + 2 * _ANNEAL_CYCLES, desc=f"isometric ({k}-d restarts)")
-        try:
+        with progress_bar(total=self.lowdim_restarts + 2 * _ANNEAL_CYCLES, desc=f"isometric ({k}-d restarts)",
+                          enabled=self.progress) as bar:
             for r in range(self.n_init, self.n_init + self.lowdim_restarts):
                 W, _, iters, _, _ = self._explore(
                     Xl, Yl, self._initial_map(Xl, Yl, rng, r), rng, crit_low, null_low, max(abs(null_low), 1e-6),
@@ -481,13 +469,11 @@ class Isometric(Translator):
                 lifted.append((crit, r, iters, W))
                 self.history_.append({"stage": "lowdim", "restart": r, "iter": iters, "criterion": crit,
                                       "gain": (crit - null) / scale})
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             pool = [(*t, False) for t in lifted] + [(*t, True) for t in passed]
             for crit, r, iters, W, full in sorted(pool, key=lambda t: -t[0])[:2]:
                 for _ in range(_ANNEAL_CYCLES):  # each cycle: the whole schedule, then a polish
-                    if bar is not None:
-                        bar.update(1)
+                    bar.update(1)
                     W_n = self._polish(Xf, Yf, self._refine(Xf, Yf, W, rng, eps=eps), r)
                     crit_n = criterion(W_n)
                     if crit_n <= crit + 1e-3 * scale:
@@ -498,9 +484,6 @@ class Isometric(Translator):
                               "polished": True, "agreement": None, "agrees_with": None, "lowdim": not full},
                           r if full else None):
                     return
-        finally:
-            if bar is not None:
-                bar.close()
 
     def _explore(self, Xf, Yf, W, rng, criterion, null, scale, restart, bar, probe):
         """One restart: (map, its criterion, iterations, passed min_gain, polished).

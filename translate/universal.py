@@ -55,6 +55,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from align.progress import progress_bar
 from align.validation import as_matrix, check_pairs, check_positive_int, check_real
 
 from .base import NotFittedError, Translator
@@ -234,22 +235,14 @@ class Universal(Translator):
         pair_list = [(i, j) for i in range(N) for j in range(i + 1, N)]
         seeds = rng.integers(0, 2**31 - 1, size=len(pair_list) + N)
         maps, info, self.pairwise_ = {}, {}, {}
-        bar = None
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(pair_list), desc="universal: pairwise maps", unit="pair")
-        try:
+        with progress_bar(total=len(pair_list), desc="universal: pairwise maps", unit="pair",
+                          enabled=self.progress) as bar:
             for (i, j), s in zip(pair_list, seeds):
                 iso, info[(i, j)] = self._isometric(spaces[names[i]], spaces[names[j]], known.get((i, j)), s)
                 info[(i, j)]["spaces"] = [names[i], names[j]]
                 maps[(i, j)] = iso.W_.astype(np.float64)
                 self.pairwise_[(names[i], names[j])] = iso
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+                bar.update(1)
 
         lap("pairwise")
 

@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from ..checkpoint import atomic_write_bytes, load_artifact, save_artifact
+from ..progress import progress_bar
 
 __all__ = [
     "Trainer",
@@ -467,8 +468,6 @@ class Trainer:
         returns extra numbers for that epoch's record (it may raise to stop
         training: the state at the last checkpoint is kept).
         """
-        from tqdm.auto import tqdm
-
         if resume:
             self.load_checkpoint()
         self._set_lr()
@@ -478,8 +477,8 @@ class Trainer:
         snap_due = False
         fails, fail_step = 0, -1
         recent: List[float] = []
-        bar = tqdm(total=self.total_steps, initial=min(self.global_step, self.total_steps), desc=self.desc,
-                   unit="step", leave=False, disable=not self.progress or self.rank != 0)
+        bar = progress_bar(total=self.total_steps, initial=min(self.global_step, self.total_steps), desc=self.desc,
+                           unit="step", leave=False, enabled=self.progress and self.rank == 0)
         try:
             while self.epoch < self.batches.epochs:
                 if self.step_in_epoch >= self.batches.steps_per_epoch:
