@@ -62,6 +62,9 @@ Parts (``--parts``, default all):
   components' true correspondence read off the pool (a probe), the start that true
   matching gives, and the start from a quadratic assignment of the components'
   energy correlations (no pairs).
+* ``blasthreads``: one default fit of minilm -> mpnet (3000 texts per side, seed 0)
+  with numpy's BLAS on 1 and on 2 threads: the one setting, besides the seed and
+  the data, that the map depends on (``blas_threads``).
 * ``ablation``: what each step of :class:`translate.Isometric` buys on the real
   pair (11.5k per side), changing one parameter at a time. Every row also
   reports the top-1 of the chosen restart's initial map and of its explored map
@@ -320,6 +323,27 @@ def from_oracle(source: str, target: str, n: int) -> Dict[str, Any]:
     return out
 
 
+def blas_threads(source: str, target: str, n: int) -> Dict[str, Any]:
+    """The ``blasthreads`` part: one default ``Isometric`` fit (seed 0) with numpy's BLAS
+    on 1 and on 2 threads (threadpoolctl), everything else equal: how far the maps
+    part, and their top-1 and gain."""
+    from threadpoolctl import threadpool_limits
+
+    A, B, At, Bt = real_data(source, target, n)
+    out, maps = {}, []
+    for t in (1, 2):
+        with threadpool_limits(t, user_api="blas"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            start = time.perf_counter()
+            m = Isometric(seed=0, progress=False).fit(A, B)
+            wall = round(time.perf_counter() - start, 1)
+        maps.append(m.W_)
+        out[f"blas{t}"] = {"top1": round(evaluate(m.transform(At), Bt)["top1"], 3), "wall_s": wall,
+                           "gain": round(m.restarts_[m.chosen_restart_]["gain"], 3)}
+    out["max_abs_dW"] = float(np.abs(maps[0] - maps[1]).max())
+    return out
+
+
 def cluster_diagnostic(source: str, target: str, n: int = 10000, seed: int = 0) -> Dict[str, Any]:
     """The ``clusters`` part (module docstring): where the k-means + QAP start breaks."""
     from scipy.optimize import linear_sum_assignment
@@ -566,7 +590,7 @@ def plot_curve(results: List[Dict[str, Any]], path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parts = ["synthetic", "real", "curve", "pairs", "pool8192", "e5", "fixedpoint", "fromoracle", "sizecurve",
-             "clusters", "ica", "ablation"]
+             "clusters", "ica", "blasthreads", "ablation"]
     ap.add_argument("--parts", nargs="+", default=parts, choices=parts)
     ap.add_argument("--n", type=int, default=HALF, help="texts per side for the 'real' part")
     ap.add_argument("--seeds", type=int, default=5)
@@ -588,6 +612,9 @@ def main(argv=None) -> int:
         if part in args.parts:
             diagnostics += [(part, {"source": src, "target": tgt, "n": n}, functools.partial(run, src, tgt, n))
                             for src, tgt, n in small]
+    if "blasthreads" in args.parts:
+        diagnostics.append(("blasthreads", {"source": "minilm", "target": "mpnet", "n": 3000},
+                            functools.partial(blas_threads, "minilm", "mpnet", 3000)))
     if "clusters" in args.parts:
         diagnostics += [("clusters", {"source": src, "target": tgt}, functools.partial(cluster_diagnostic, src, tgt))
                         for src, tgt in (("minilm", "mpnet"), ("minilm", "e5"), ("mpnet", "e5"))]

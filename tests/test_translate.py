@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -763,10 +764,12 @@ def test_centroid_anchors_match_clusters_of_a_rotated_cloud():
 @pytest.mark.slow
 def test_isometric_same_seed_same_map_in_any_process(tmp_path):
     """Same seed, same map, bit for bit: the `reptrans fit` command first thing in a fresh
-    process (its thread count as the environment gives it), then the API with
-    REPTRANS_THREADS=1 in that process (one fresh interpreter for both: each costs seconds
-    of imports), and this process on 2 threads (the automatic thread count follows the
-    machine's load, so it differs between runs) with a misaligned copy of the input."""
+    process (reptrans's automatic thread count, which follows the machine's load), then the
+    API with REPTRANS_THREADS=1 in that process (one fresh interpreter for both: each costs
+    seconds of imports), and this process under ``threads(2)`` with a misaligned copy of the
+    input. What must match is the BLAS thread count around the fit's own products: OpenBLAS
+    sums float32 products in an order that depends on it (1 vs 2 threads moved this map by
+    4.9e-7), so the fresh process gets the 2 that ``threads(2)`` gives here."""
     import subprocess
     import sys
 
@@ -786,7 +789,8 @@ def test_isometric_same_seed_same_map_in_any_process(tmp_path):
             "from translate.isometric import Isometric\n"
             "m = Isometric(seed=5, n_init=2, progress=False).fit(np.load(d + '/X.npy'), np.load(d + '/Y.npy'))\n"
             "np.save(d + '/W1.npy', m.W_)\n")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=root, capture_output=True)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="2", OMP_NUM_THREADS="2")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, cwd=root, capture_output=True, env=env)
     buf = np.empty(X.size + 1, X.dtype)
     Xm = buf[1:].reshape(X.shape)  # misaligned: 4 bytes past the buffer's start
     Xm[...] = X

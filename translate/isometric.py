@@ -144,10 +144,13 @@ class Isometric(Translator):
     lowdim, lowdim_restarts : principal directions per side and restarts of the
         low-dimensional search that follows when no two restarts agreed (0: none).
     seed : seeds every random choice. The same seed gives the same map bit for bit
-        in one process, in two fresh processes on 1 and 2 threads, on a misaligned copy
-        of the input, and through ``reptrans fit`` (``tests/test_translate.py``). A map
-        can still change with the library builds underneath (numpy's BLAS, FAISS,
-        numba), whose rounding the search amplifies.
+        in one process, in fresh processes whatever reptrans's own thread count (kNN,
+        FAISS, torch: ``REPTRANS_THREADS``), on a misaligned copy of the input, and
+        through ``reptrans fit`` (``tests/test_translate.py``) -- at one thread count of
+        numpy's BLAS: OpenBLAS sums float32 products in an order that depends on it,
+        and the search amplifies that rounding into another path (of the same quality,
+        ``docs/translation.md``). Pin it (``OPENBLAS_NUM_THREADS``, threadpoolctl,
+        :func:`align.set_threads`) to compare machines; library builds count likewise.
     progress : show a tqdm bar.
 
     Attributes after fit
