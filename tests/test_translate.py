@@ -395,6 +395,7 @@ def test_isometric_polishes_a_settled_restart_and_stops_it():
     assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
 
 
+@pytest.mark.slow
 def test_isometric_low_dimensional_restarts_find_what_the_full_one_missed():
     """One full restart (32-d) ends on a partly right map (gain 2.1; kept alone it
     translates at top-1 ~0.57) that nothing confirms. Restarts in 8 principal
@@ -415,6 +416,7 @@ def test_isometric_low_dimensional_restarts_find_what_the_full_one_missed():
         Isometric(seed=0, n_init=1, lowdim=0, **ISO).fit(X, Y)
 
 
+@pytest.mark.slow
 def test_isometric_passed_full_restart_competes_for_the_annealing():
     """The same data with ``agree=0.99``, so that nothing confirms: the two best maps by the
     criterion -- the best lifted restart (gain 3.06) and the full restart (2.14), ahead of
