@@ -4,7 +4,6 @@ import sys
 
 import numpy as np
 
-import align.progress as progress
 from align.knn import knn
 from align.progress import LOG_INTERVAL_S, on_terminal, progress_bar
 
@@ -36,7 +35,7 @@ def test_log_output_is_throttled(monkeypatch):
     assert "10000/10000" in log.getvalue()
 
 
-def test_terminal_output_redraws(monkeypatch):
+def test_terminal_bar_is_not_throttled(monkeypatch):
     term = _Terminal()
     monkeypatch.setattr(sys, "stderr", term)
     assert on_terminal()
@@ -50,7 +49,7 @@ def test_closed_stderr_counts_as_no_terminal(monkeypatch):
             raise ValueError("I/O operation on closed file")
 
     monkeypatch.setattr(sys, "stderr", Closed())
-    assert progress.on_terminal() is False
+    assert on_terminal() is False
 
 
 def test_knn_progress_in_a_log_stays_short(monkeypatch):
