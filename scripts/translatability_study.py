@@ -47,8 +47,7 @@ SPACES = ("minilm", "mpnet", "e5", "glove", "mpnet-L6")
 START, N = 11500, 10000
 TRAIN_A, TRAIN_B, POOL = (0, 4500), (4500, 9000), (9000, 10000)  # offsets into [START, START + N)
 PARTS = ("translatability", "oracle", "cka", "isometric", "evidence")
-COMMAND = ('.venv/bin/python scripts/translatability_study.py --isometric \'{"n_init": 3}\' '
-           '--spaces minilm mpnet glove mpnet-L6 --json out/translatability.json')
+COMMAND = ".venv/bin/python scripts/translatability_study.py --json out/translatability_v2.json"
 
 
 @functools.lru_cache(maxsize=None)
@@ -156,6 +155,18 @@ def summary(results: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def _fit_params(results: Dict[str, Any]) -> str:
+    """How the Isometric fits were parameterised, from their records."""
+    from translate.isometric import Isometric
+
+    default = Isometric().get_params()
+    changed = {json.dumps({k: v for k, v in r["params"].items() if default.get(k) != v and k != "progress"},
+                          sort_keys=True) for key, r in results.items() if key.startswith("isometric ")}
+    if changed == {"{}"}:
+        return "Every fit uses `Isometric`'s default parameters (seed 0)."
+    return "The fits' parameters other than the defaults: " + "; ".join(sorted(changed)) + "."
+
+
 def markdown(results: Dict[str, Any]) -> str:
     from translate.tables import markdown_table
 
@@ -169,15 +180,11 @@ def markdown(results: Dict[str, Any]) -> str:
         "`Isometric` then achieves, on the ordered pairs of text spaces below: of minilm, mpnet, e5",
         "(final sentence embeddings), glove (mean GloVe 6B 50-d word vectors) and mpnet-L6 (the",
         "mean-pooled hidden states of mpnet's 6th of 12 layers), those measured: "
-        + ", ".join(sorted({p for r in rs for p in r["pair"].split("->")})) + ". The fits use at most 3 restarts",
-        "(`n_init=3`; default 6) to fit the study into the machine's time. A pair whose restarts all",
-        "fail fails either way, and one whose first two agree stops there either way; but a pair found",
-        "by only some restarts is found less often with three (mpnet-L6 -> mpnet was found, its reverse",
-        "not: the search is symmetric up to its random draws, so this is chance, not direction).",
+        + ", ".join(sorted({p for r in rs for p in r["pair"].split("->")})) + ". "
+        + _fit_params(results),
         "",
-        f"Regenerate: `{COMMAND}` (then `--md docs/translatability.md`). A first run with e5 among",
-        "`--spaces` was cut to these four after its minilm -> e5 fit (815 s for one failing fit at that",
-        "moment's load); that row is kept. e5's other pairs are in [universal.md](universal.md).",
+        f"Regenerate: `{COMMAND}` (then `--md docs/translatability.md`; the score, oracle, CKA and",
+        "evidence records are those of the first run, `out/translatability.json`, whose code they share).",
         "",
         "All spaces embed WordNet texts [11500, 21500): the source side's texts [11500, 16000), the target's",
         "[16000, 20500) (4500 per side, no pair), top-1 over the 1000 held-out texts [20500, 21500).",

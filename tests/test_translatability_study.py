@@ -65,3 +65,5 @@ def test_translatability_study_records_resumes_and_writes_the_page(tmp_path, cap
         assert study.main(["--json", str(path), "--md", str(tmp_path / "t.md")]) == 0
     md = (tmp_path / "t.md").read_text()
     assert "| a -> b |" in md and "translatability (default)" in md and f"Found (top-1 ≥ 0.5): {found} of 6" in md
+    # the page says how the fits differ from Isometric's defaults (here: the toy budget)
+    assert '{"batch_size": 100, "n_init": 2, "n_iter": 30}' in md

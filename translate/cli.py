@@ -42,6 +42,7 @@ from .cli_support import (
     takes_pairs,
     warning_printer,
 )
+from .demo import DEMO_N_PER_SIDE
 from .tables import markdown_table, to_json
 
 METHODS = tuple(METHOD_CLASSES)
@@ -388,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = add("demo", "minilm -> mpnet on disjoint WordNet texts: unpaired isometric translation, "
                        "beside identity and the paired oracle; every fast metric")
-    d.add_argument("--n-per-side", type=int, default=11500, help="texts per side, none in common (default: 11500)")
+    d.add_argument("--n-per-side", type=int, default=DEMO_N_PER_SIDE,
+                   help=f"texts per side, none in common (default: {DEMO_N_PER_SIDE})")
     d.add_argument("--n-test", type=int, default=1000, help="held-out pairs, the candidate pool (default: 1000)")
     d.add_argument("--n-metric", type=int, default=2000, help="paired texts for the alignment metrics (default: 2000)")
     d.add_argument("--seed", type=int, default=0, help="seed of the isometric fit and the shuffles (default: 0)")
