@@ -8,7 +8,8 @@ setup:
 demo: setup
 	.venv/bin/reptrans demo
 
-# -n auto: one pytest worker per core (pytest-xdist), tests handed out as workers free up.
+# -n auto: one pytest worker per core (pytest-xdist), tests handed out as workers free up;
+# each worker's thread pools default to cores / workers threads (tests/conftest.py).
 test: setup
 	.venv/bin/python -m pytest -q -n auto --dist worksteal
 
