@@ -472,7 +472,8 @@ def plan(args) -> List[Tuple[str, Dict[str, Any], Callable[[], Data], int, Dict[
                 key = {"source": "minilm", "target": "mpnet", "n": n}
                 jobs.append(("curve", key, functools.partial(real_data, "minilm", "mpnet", n), s, {}))
     if "pairs" in args.parts:
-        for src, tgt, n in (("minilm", "mpnet", 500), ("minilm", "e5", 5000)):
+        for src, tgt, n in (("minilm", "mpnet", 500), ("minilm", "mpnet", 5000), ("minilm", "e5", 5000),
+                            ("minilm", "e5", 11500)):
             for m in (5, 20):
                 key = {"source": src, "target": tgt, "n": n, "pairs": m, "oracle": oracle_top1(src, tgt, n)}
                 jobs.append(("pairs", key, functools.partial(pairs_data, src, tgt, n, m), 0, {}))
