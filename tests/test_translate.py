@@ -720,6 +720,30 @@ def test_isometric_recovers_rotation_from_a_few_pairs():
     np.testing.assert_allclose(m.W_ @ m.W_.T, np.eye(32), atol=1e-4)
 
 
+def test_pair_ranks_hand_computed():
+    # identity map: x1 = (1, 0) is nearest to y0 = (1, 0), then y2, then y1
+    Y = np.array([[1, 0], [0, 1], [0.6, 0.8]], np.float32)
+    Xk = np.array([[1, 0], [0, 1]], np.float32)
+    W = np.eye(2, dtype=np.float32)
+    np.testing.assert_array_equal(match_mod.pair_ranks(Xk, Y[[1, 0]], Y, W), [3, 3])
+    np.testing.assert_array_equal(match_mod.pair_ranks(Xk, Y[[0, 1]], Y, W), [1, 1])
+    np.testing.assert_array_equal(match_mod.pair_ranks(Xk[:1], Y[[2]], Y, W), [2])
+
+
+def test_isometric_held_out_pairs_confirm_a_map_the_row_halves_do_not():
+    """agree=0.999: the two halves of the rows never agree that closely, yet a map from 4
+    of the 8 pairs finds the other 4 targets first, which confirms the map. With 3 pairs
+    there is nothing to hold out, and the same fit is flagged."""
+    X, Y, Xt, Yt, P = _with_pairs(8)
+    m = Isometric(seed=0, anneal_iter=10, agree=0.999, **ISO).fit(X, Y, pairs=P)
+    r = m.restarts_[0]
+    assert r["agreement"] < 0.999 and (r["pairs_held_out"], r["pairs_found"]) == (4, 4) and r["success"] is True
+    assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
+    with pytest.warns(RuntimeWarning, match="known pairs may be wrong"):
+        m3 = Isometric(seed=0, anneal_iter=10, agree=0.999, **ISO).fit(X, Y, pairs=P[:3])
+    assert m3.restarts_[0]["pairs_found"] is None and m3.restarts_[0]["success"] is False
+
+
 def test_isometric_pairs_on_structureless_data_are_flagged():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((400, 16)).astype(np.float32)
@@ -727,6 +751,10 @@ def test_isometric_pairs_on_structureless_data_are_flagged():
     with pytest.warns(RuntimeWarning, match="known pairs may be wrong"):
         m = Isometric(seed=0, anneal_iter=5, **ISO).fit(X, Y, pairs=np.array([[0, 0], [1, 1], [2, 2]]))
     assert m.restarts_[0]["success"] is False
+    # with 8 pairs, the 4 held out are not found by a map from the other 4: still flagged
+    with pytest.warns(RuntimeWarning, match=r"a map from half the pairs found [01] of the other 4"):
+        m = Isometric(seed=0, anneal_iter=5, **ISO).fit(X, Y, pairs=np.stack([np.arange(8)] * 2, axis=1))
+    assert m.restarts_[0]["success"] is False and m.restarts_[0]["pairs_found"] <= 1
 
 
 def test_qap_swap_search_reaches_the_best_swap_and_recovers_a_permutation():
