@@ -100,7 +100,7 @@ _ANCHOR_ROWS = 10000
 _POLISH_CHANGE = 0.005
 # Annealing cycles per low-dimensional restart, at most (minilm -> e5, 11.5k: 0.81, 0.94, 0.94).
 _ANNEAL_CYCLES = 4
-_PAIR_TOP = 0.01  # a held-out known pair is found when its target ranks in this top share of Y
+_PAIR_TOP = 0.001  # a held-out known pair is found when its target ranks in this top share of Y
 
 
 class Isometric(Translator):
