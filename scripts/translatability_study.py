@@ -183,8 +183,8 @@ def markdown(results: Dict[str, Any]) -> str:
         + ", ".join(sorted({p for r in rs for p in r["pair"].split("->")})) + ". "
         + _fit_params(results),
         "",
-        f"Regenerate: `{COMMAND}` (then `--md docs/translatability.md`; the score, oracle, CKA and",
-        "evidence records are those of the first run, `out/translatability.json`, whose code they share).",
+        f"Regenerate: `{COMMAND}` (then `--md docs/translatability.md`; the oracle and CKA records were",
+        "carried over from a first run, `out/translatability.json`: they do not depend on the search).",
         "",
         "All spaces embed WordNet texts [11500, 21500): the source side's texts [11500, 16000), the target's",
         "[16000, 20500) (4500 per side, no pair), top-1 over the 1000 held-out texts [20500, 21500).",

@@ -160,7 +160,7 @@ class Isometric(Translator):
     W_ : (d_a, d_b) float32 map between preprocessed spaces.
     mean_a_, mean_b_ : means removed by the preprocessing.
     restarts_ : per restart, ``{"iters", "criterion", "gain", "success", "polished", "agreement",
-        "agrees_with", "lowdim"}``; with known pairs one, plus ``"pairs_held_out", "pairs_found"``
+        "agrees_with", "lowdim"}``; with known pairs one entry, with ``"pairs_held_out", "pairs_found"``
         (``agrees_with``: the other restart that found the same
         map, or None; ``polished``: its map went through polishing, kept only where that
         raised the criterion; ``lowdim``: a restart of the low-dimensional search).
@@ -379,8 +379,8 @@ class Isometric(Translator):
         is confirmed when the same refinement on each half of the fit rows agrees
         (``agree``) or, with at least 4 pairs, when one fitted on half of them ranks the
         targets of at least half of the others (and two) in the top ``_PAIR_TOP`` of Y's
-        rows -- a wrong map does so for each with chance ``_PAIR_TOP``; right maps on
-        2.5k-5.7k rows per half agreed only 0.40-0.69. Otherwise a ``RuntimeWarning``.
+        rows -- a map unrelated to the pairs does so for each with chance ``_PAIR_TOP``; right
+        maps on 2.5k-5.7k rows per half agreed only 0.40-0.69. Otherwise a ``RuntimeWarning``.
         """
         W0 = self._initial_map(Xf, Yf, rng, 0)
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
