@@ -59,10 +59,9 @@ Steps
 Neighbour search: :mod:`align.knn`, in the narrower of the two spaces.
 
 Known pairs (``fit(X, Y, pairs=P)``, P an (m, 2) array of (row of X, row of Y)):
-their rows are anchors (relative representations, Moschella et al. 2023) for the
-start, every Procrustes step adds them with weight ``pair_weight``, and the search
-is replaced by an annealed entropic refinement (``anneal_iter`` plans, temperature
-``anneal_eps_start`` down to ``anneal_eps_end``), checked on held-out rows and pairs.
+anchors of the start (relative representations, Moschella et al. 2023), weight
+``pair_weight`` in every Procrustes step, then an annealed entropic refinement
+checked on held-out rows and pairs; unconfirmed, the search without pairs follows.
 
 ``init="anchors"``: k-means centroids matched by a quadratic assignment (Schnaus et
 al. 2026; Dar 2025, mini-vec2vec), pooled over runs, as relative-representation anchors.
@@ -299,13 +298,16 @@ class Isometric(Translator):
             # mean cosine between the two maps' translations of the held-out rows
             return float(np.mean(np.sum(unit_rows(Xv @ W1) * unit_rows(Xv @ W2), axis=1)))
 
-        if self._known is not None:
-            self._fit_from_pairs(Xf, Yf, rng, criterion, null, scale, agreement)
-            del self._known
-            return
-
         results: List[Dict[str, Any]] = []
         maps: List[np.ndarray] = []
+        pairs_note = None
+        if self._known is not None:
+            pairs_note = self._fit_from_pairs(Xf, Yf, rng, criterion, null, scale, agreement)
+            if pairs_note is None:
+                del self._known
+                return
+            # unconfirmed: the pairs' map competes as restart 0 of the search without pairs
+            results, maps, self._known = [self.restarts_[0]], [self.W_], None
 
         def polish(W: np.ndarray, res: Dict[str, Any], r: int) -> np.ndarray:
             W, crit = self._probe(Xf, Yf, W, r, criterion)
@@ -361,16 +363,14 @@ class Isometric(Translator):
             warnings.warn(
                 f"Isometric: no two of {len(results)} restarts found the same map ({n_ok} passed min_gain="
                 f"{self.min_gain}; best gain {results[chosen]['gain']:.2f}); the map may be wrong. Give more rows "
-                "per side, more restarts (n_init) or iterations (n_iter).",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+                "per side, more restarts (n_init) or iterations (n_iter)." + (f" {pairs_note}" if pairs_note else ""),
+                RuntimeWarning, stacklevel=3)
         self.restarts_ = results
         self.chosen_restart_ = chosen
         self.W_ = self._refine(Xp, Yp, maps[chosen], rng)
         del self._known
 
-    def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> None:
+    def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> Optional[str]:
         """Known pairs: one start from their relative representations, then an annealed
         entropic refinement on the fit rows (the held-out rows judge the result).
 
@@ -380,7 +380,8 @@ class Isometric(Translator):
         (``agree``) or, with at least 4 pairs, when one fitted on half of them ranks the
         targets of at least half of the others (and two) in the top ``_PAIR_TOP`` of Y's
         rows -- a map unrelated to the pairs does so for each with chance ``_PAIR_TOP``; right
-        maps on 2.5k-5.7k rows per half agreed only 0.40-0.69. Otherwise a ``RuntimeWarning``.
+        maps on 2.5k-5.7k rows per half agreed only 0.40-0.69. Returns None when confirmed,
+        else what the warning says of it (the search without pairs follows).
         """
         W0 = self._initial_map(Xf, Yf, rng, 0)
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
@@ -405,13 +406,12 @@ class Isometric(Translator):
                            "agreement": agree, "agrees_with": None, "start_criterion": criterion(W0),
                            "pairs_held_out": h, "pairs_found": found}]
         self.chosen_restart_ = 0
-        if not ok:
-            held_msg = "" if found is None else f"; a map from half the pairs found {found} of the other {h}"
-            warnings.warn(f"Isometric: the map from {len(Kx)} known pairs may be wrong (held-out gain "
-                          f"{gain:.2f}, min_gain={self.min_gain}; maps from the two halves of the rows agree "
-                          f"{agree:.2f}, agree={self.agree}{held_msg}). Give more pairs or more rows per side.",
-                          RuntimeWarning, stacklevel=4)
         self.W_ = W
+        if ok:
+            return None
+        held_msg = "" if found is None else f"; a map from half the pairs found {found} of the other {h}"
+        return (f"The map from {len(Kx)} known pairs may be wrong too (held-out gain {gain:.2f}; maps from the two "
+                f"halves of the rows agree {agree:.2f}, agree={self.agree}{held_msg}): give more pairs.")
 
     def _procrustes(self, M: np.ndarray, n_matched: int) -> np.ndarray:
         """``polar(M)``, with the known pairs added to the cross-covariance ``M`` of
