@@ -242,8 +242,9 @@ def fit_one(data, seed: int, params: Dict[str, Any], pools: Tuple[Tuple[np.ndarr
         "top1_init": None if lowdim else _top1_with(m, stages.init[c], At, Bt),
         "lowdim": lowdim,
         "top1_explored": None if explored is None else _top1_with(m, explored, At, Bt),
-        # the pairs path has one restart checked by its two halves: its success is the agreement
-        "agreed": bool(chosen["success"]) if pairs is not None else
+        # the known pairs' map is confirmed by its own checks (its success); else, as without
+        # pairs, two restarts of the search that followed must agree
+        "agreed": bool(chosen["success"]) if "pairs_found" in chosen else
         any(x["agrees_with"] is not None for x in m.restarts_),
         "seed": seed, "wall_s": round(wall, 1), "top1": r["top1"], "top5": r["top5"], "mean_rank": r["mean_rank"],
         "mean_cos": r["mean_cos"], "foscttm": r["foscttm"], "pool": r["pool"],
