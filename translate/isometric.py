@@ -58,10 +58,10 @@ Steps
 
 Neighbour search: :mod:`align.knn`, in the narrower of the two spaces.
 
-Known pairs (``fit(X, Y, pairs=P)``, P an (m, 2) array of (row of X, row of Y)):
-anchors of the start (relative representations, Moschella et al. 2023), weight
-``pair_weight`` in every Procrustes step, then an annealed entropic refinement
-checked on held-out rows and pairs; unconfirmed, the search without pairs follows.
+Known pairs (``fit(X, Y, pairs=P)``, P (m, 2): row of X, row of Y): anchors of the start
+(relative representations, Moschella et al. 2023), weight ``pair_weight`` in every Procrustes
+step, then an annealed entropic refinement checked on held-out rows and pairs; unconfirmed,
+the search without pairs follows and replaces that map only if two of its restarts agree.
 
 ``init="anchors"``: k-means centroids matched by a quadratic assignment (Schnaus et
 al. 2026; Dar 2025, mini-vec2vec), pooled over runs, as relative-representation anchors.
@@ -306,7 +306,7 @@ class Isometric(Translator):
             if pairs_note is None:
                 del self._known
                 return
-            # unconfirmed: the pairs' map competes as restart 0 of the search without pairs
+            # unconfirmed: the search without pairs follows; the pairs' map is its restart 0
             results, maps, self._known = [self.restarts_[0]], [self.W_], None
 
         def polish(W: np.ndarray, res: Dict[str, Any], r: int) -> np.ndarray:
@@ -354,11 +354,12 @@ class Isometric(Translator):
         else:
             # Polishing can lift a restart in the basin past others (and reorder them),
             # so the two best unpolished ones are polished before the choice.
-            todo = sorted((i for i, res in enumerate(results) if not res["polished"]),
+            todo = sorted((i for i, res in enumerate(results) if not res["polished"] and i >= bool(pairs_note)),
                           key=lambda i: -results[i]["criterion"])[:2]
             for i in todo:
                 maps[i] = polish(maps[i], results[i], i)
-            chosen = int(np.argmax([res["criterion"] for res in results]))
+            # an unconfirmed search does not overrule the known pairs (500 per side: 0.000, theirs 0.180)
+            chosen = 0 if pairs_note else int(np.argmax([res["criterion"] for res in results]))
             n_ok = sum(res["success"] for res in results)
             warnings.warn(
                 f"Isometric: no two of {len(results)} restarts found the same map ({n_ok} passed min_gain="
@@ -367,7 +368,7 @@ class Isometric(Translator):
                 RuntimeWarning, stacklevel=3)
         self.restarts_ = results
         self.chosen_restart_ = chosen
-        self.W_ = self._refine(Xp, Yp, maps[chosen], rng)
+        self.W_ = maps[0] if pairs_note and chosen == 0 else self._refine(Xp, Yp, maps[chosen], rng)
         del self._known
 
     def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> Optional[str]:
