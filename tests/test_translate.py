@@ -758,6 +758,8 @@ def test_isometric_pairs_on_structureless_data_are_flagged():
     with pytest.warns(RuntimeWarning, match=r"a map from half the pairs found [01] of the other 4"):
         m = Isometric(seed=0, anneal_iter=5, **ISO).fit(X, Y, pairs=np.stack([np.arange(8)] * 2, axis=1))
     assert m.restarts_[0]["success"] is False and m.restarts_[0]["pairs_found"] <= 1
+    # the search without pairs that followed confirmed nothing either: the pairs' map is kept
+    assert len(m.restarts_) > 1 and m.chosen_restart_ == 0
 
 
 def test_qap_swap_search_reaches_the_best_swap_and_recovers_a_permutation():
