@@ -159,7 +159,7 @@ class Isometric(Translator):
     W_ : (d_a, d_b) float32 map between preprocessed spaces.
     mean_a_, mean_b_ : means removed by the preprocessing.
     restarts_ : per restart, ``{"iters", "criterion", "gain", "success", "polished", "agreement",
-        "agrees_with", "lowdim"}``; with known pairs one entry, with ``"pairs_held_out", "pairs_found"``
+        "agrees_with", "lowdim"}``; with known pairs the first is their map's, with ``"pairs_held_out", "pairs_found"``
         (``agrees_with``: the other restart that found the same
         map, or None; ``polished``: its map went through polishing, kept only where that
         raised the criterion; ``lowdim``: a restart of the low-dimensional search).
