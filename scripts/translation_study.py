@@ -242,10 +242,8 @@ def fit_one(data, seed: int, params: Dict[str, Any], pools: Tuple[Tuple[np.ndarr
         "top1_init": None if lowdim else _top1_with(m, stages.init[c], At, Bt),
         "lowdim": lowdim,
         "top1_explored": None if explored is None else _top1_with(m, explored, At, Bt),
-        # the known pairs' map is confirmed by its own checks (its success); else, as without
-        # pairs, two restarts of the search that followed must agree
-        "agreed": bool(chosen["success"]) if "pairs_found" in chosen else
-        any(x["agrees_with"] is not None for x in m.restarts_),
+        # two restarts found the kept map, or known pairs it never saw (Isometric.confirmed_)
+        "agreed": m.confirmed_,
         "seed": seed, "wall_s": round(wall, 1), "top1": r["top1"], "top5": r["top5"], "mean_rank": r["mean_rank"],
         "mean_cos": r["mean_cos"], "foscttm": r["foscttm"], "pool": r["pool"],
         "restarts": len(m.restarts_), "success": bool(chosen["success"]), "gain": round(chosen["gain"], 3),

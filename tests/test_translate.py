@@ -477,10 +477,25 @@ def test_isometric_save_load_identical(iso32, iso_saved):
         assert loaded.get_params() == m.get_params()
         assert np.array_equal(loaded.transform(Xt), m.transform(Xt))
         assert loaded.restarts_ == m.restarts_ and loaded.chosen_restart_ == m.chosen_restart_
-        assert loaded.null_criterion_ == m.null_criterion_
+        assert loaded.null_criterion_ == m.null_criterion_ and loaded.confirmed_ is m.confirmed_ is True
         assert loaded.history_ == json.loads(json.dumps(m.history_))
     with pytest.raises(ValueError, match="not a Isometric"):
         Isometric.load(_procrustes_saved(iso_saved.parent / "proc"))
+
+
+@pytest.mark.slow
+def test_isometric_saved_before_confirmed_loads(iso32, iso_saved, tmp_path):
+    """An artefact saved before ``confirmed_`` existed loads, confirmed as that version
+    judged it (two agreeing restarts); a non-boolean value is refused."""
+    path = tmp_path / "old"
+    shutil.copytree(iso_saved, path)
+    _edit_config(path, lambda m: m["config"]["meta"].pop("confirmed_"))
+    assert translate.load(path).confirmed_ is True
+    _edit_config(path, lambda m: [r.update(agrees_with=None) for r in m["config"]["meta"]["restarts_"]])
+    assert translate.load(path).confirmed_ is False
+    _edit_config(path, lambda m: m["config"]["meta"].update(confirmed_="yes"))
+    with pytest.raises(ValueError, match="confirmed_ must be true or false"):
+        translate.load(path)
 
 
 def _procrustes_saved(path):
@@ -734,7 +749,8 @@ def test_isometric_held_out_pairs_confirm_a_map_the_row_halves_do_not():
     """agree=0.999: the two halves of the rows never agree that closely, yet a map from 4
     of the 8 pairs finds the other 4 targets first, which confirms the map. With 3 pairs
     there is nothing to hold out: the pairs' map is not confirmed, and the search without
-    pairs follows (here it finds the rotation), the pairs' map its restart 0."""
+    pairs follows, the pairs' map its restart 0; each of its maps is checked on all 3 pairs,
+    which it never saw, and the first that finds at least 2 is confirmed and kept."""
     X, Y, Xt, Yt, P = _with_pairs(8)
     m = Isometric(seed=0, anneal_iter=10, agree=0.999, **ISO).fit(X, Y, pairs=P)
     r = m.restarts_[0]
@@ -743,7 +759,11 @@ def test_isometric_held_out_pairs_confirm_a_map_the_row_halves_do_not():
     m3 = Isometric(seed=0, anneal_iter=10, agree=0.999, **ISO).fit(X, Y, pairs=P[:3])
     r3 = m3.restarts_[0]
     assert (r3["pairs_held_out"], r3["pairs_found"], r3["success"]) == (0, None, False)
-    assert len(m3.restarts_) > 1 and m3.chosen_restart_ > 0 and "pairs_found" not in m3.restarts_[1]
+    assert m.confirmed_ and m3.confirmed_ and len(m3.restarts_) > 1
+    c = m3.restarts_[m3.chosen_restart_]
+    assert m3.chosen_restart_ > 0 and c["success"] and c["pairs_held_out"] == 3 and c["pairs_found"] >= 2
+    assert c["agrees_with"] is None  # confirmed by the pairs alone (agree=0.999 is out of reach)
+    assert all(r["pairs_found"] < 2 for r in m3.restarts_[1:m3.chosen_restart_])
     assert evaluate(m3.transform(Xt), Yt)["top1"] >= 0.99
 
 
@@ -759,7 +779,8 @@ def test_isometric_pairs_on_structureless_data_are_flagged():
         m = Isometric(seed=0, anneal_iter=5, **ISO).fit(X, Y, pairs=np.stack([np.arange(8)] * 2, axis=1))
     assert m.restarts_[0]["success"] is False and m.restarts_[0]["pairs_found"] <= 1
     # the search without pairs that followed confirmed nothing either: the pairs' map is kept
-    assert len(m.restarts_) > 1 and m.chosen_restart_ == 0
+    assert len(m.restarts_) > 1 and m.chosen_restart_ == 0 and m.confirmed_ is False
+    assert all(r["pairs_held_out"] == 8 and r["pairs_found"] <= 1 for r in m.restarts_[1:])
 
 
 def test_qap_swap_search_reaches_the_best_swap_and_recovers_a_permutation():

@@ -13,55 +13,42 @@ given π: ``W = U Vᵀ`` from the SVD of ``Σ_i p_A(x_i)ᵀ p_B(y_π(i))``).
 
 Steps
 -----
-1. Preprocessing per space, in the VecMap order (Artetxe, Labaka & Agirre 2018,
-   ACL): unit rows, centre, unit rows; ``transform`` restores B's mean and norm.
-2. Held-out rows: ``val_fraction`` of each side (<= 2000 rows), never matched. The
-   **criterion** of a map is the mean CSLS score (Conneau et al. 2018, "Word translation
-   without parallel data", ICLR) of each held-out source row's best match among held-out
-   target rows: a self-consistent wrong map (where alternating methods get stuck) scores
-   near a random rotation's level, the right map above: ``gain = crit / crit(random W) - 1``.
-3. Initialisation without pairs: sorted-similarity signatures (Artetxe et al. 2018):
-   each row of a subsample is described by the sorted row of the square root of its
-   Gram matrix (invariant to any rotation), compressed to ``n_quantiles`` log-spaced
-   positions and matched across spaces by CSLS (both directions); one Procrustes step
-   on those pairs gives ``W_0``.
-4. Stochastic exploration: each iteration draws ``explore_rows`` random fit rows of
-   each side, solves an exact one-to-one assignment (Hungarian) on cosine similarity
-   inside random blocks of ``batch_size`` rows, and refits ``W`` by Procrustes on all
-   the pairs. A match is the best among a random subset of candidates, so the errors
-   of one iteration are not those of the next and wrong maps do not reinforce
-   themselves (the role of VecMap's stochastic dictionary induction); polishing
-   supplies the precision (timings in ``docs/translation.md``).
-5. Stopping rule: every ``eval_every`` iterations the held-out criterion is computed.
-   A restart stops when it has not improved for ``patience`` evaluations with a gain
-   of at least ``min_gain``, or for twice as long under it: then its best map is
-   polished (step 6) and passes if that reaches ``min_gain`` (a start in the right
-   basin can settle under it). Passed restarts are polished and compared: the search
-   ends when two found the same map (mean cosine of their translations of the
-   held-out rows >= ``agree``), the better kept -- a wrong self-consistent map can
-   pass ``min_gain`` on hard data, but two random starts rarely fall into the same
-   one. Otherwise the low-dimensional restarts follow (step 8); if still no two
-   agree, the best by the criterion is kept (the two best unpolished restarts
-   polished first) and a ``RuntimeWarning`` says the map may be wrong.
-6. Polishing: rounds of matching over all fit rows -- each row of either side with
-   its CSLS-best row of the other (VecMap's union of both directions) -- and Procrustes
-   on all those pairs, until fewer than 0.5% of the matches change (on 5000-row
-   subsamples right maps no longer agreed, minilm -> mpnet).
-7. Entropic refinement of the kept map, on all rows (held-out ones included)
-   (Grave et al. 2019): ``ot_iter`` Wasserstein-Procrustes steps ``W <- polar(Xᵀ P Y)``,
-   P the Sinkhorn plan (Cuturi 2013) of the cosine similarities under W with
-   regularisation ``ot_eps``, on up to ``ot_rows`` rows per side: each row is pulled
-   toward a weighted average of its near candidates, not one CSLS match of another text.
-8. Low-dimensional restarts, when no two restarts agreed: ``lowdim_restarts``
-   restarts in each side's top ``lowdim`` principal directions, lifted, polished,
-   and the two best annealed (see ``_lowdim_search``).
+1. Preprocessing per space, in the VecMap order (Artetxe, Labaka & Agirre 2018, ACL):
+   unit rows, centre, unit rows; ``transform`` restores B's mean and norm.
+2. Held-out rows: ``val_fraction`` of each side (<= 2000), never matched. A map's
+   **criterion** is the mean CSLS score (Conneau et al. 2018, ICLR) of each held-out source
+   row's best held-out target: a self-consistent wrong map scores near a random rotation,
+   the right one above: ``gain = crit / crit(random W) - 1``.
+3. Initialisation: sorted-similarity signatures (Artetxe et al. 2018): the sorted rows of
+   the square root of a subsample's Gram matrix (rotation-invariant), at ``n_quantiles``
+   log-spaced positions, matched by CSLS both ways; one Procrustes step gives ``W_0``.
+4. Stochastic exploration: per iteration, ``explore_rows`` random fit rows per side, an
+   exact assignment (Hungarian) inside random blocks of ``batch_size`` rows, Procrustes on
+   all the matches: the errors of one iteration are not those of the next, so wrong maps
+   do not reinforce themselves (VecMap's stochastic dictionary induction).
+5. Stopping: every ``eval_every`` iterations the criterion; a restart stops after
+   ``patience`` evaluations without gain at ``min_gain`` or above, or twice as many under it
+   (then polished: a start in the right basin can settle under it). The search ends when
+   a restart is **confirmed**: another found the same map (mean cosine of their held-out
+   translations >= ``agree``; two random starts rarely fall into the same wrong map), or
+   known pairs it never saw rank first. Otherwise the low-dimensional restarts follow
+   (step 8); if still none is confirmed, the best by the criterion is kept (the two best
+   unpolished restarts polished first) and a ``RuntimeWarning`` says it may be wrong.
+6. Polishing: rounds of CSLS matching of every fit row, both directions (VecMap's union),
+   and Procrustes on all the matches, until fewer than 0.5% of them change.
+7. Entropic refinement of the kept map on all rows (Grave et al. 2019): ``ot_iter`` steps
+   ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan (Cuturi 2013) of the similarities under W at
+   ``ot_eps``, on up to ``ot_rows`` rows per side: each row pulled toward a weighted average.
+8. Low-dimensional restarts, when none is confirmed: ``lowdim_restarts`` restarts in each
+   side's top ``lowdim`` principal directions, lifted, polished, the two best annealed.
 
 Neighbour search: :mod:`align.knn`, in the narrower of the two spaces.
 
 Known pairs (``fit(X, Y, pairs=P)``, P (m, 2): row of X, row of Y): anchors of the start
 (relative representations, Moschella et al. 2023), weight ``pair_weight`` in every Procrustes
 step, then an annealed entropic refinement checked on held-out rows and pairs; unconfirmed,
-the search without pairs follows and replaces that map only if two of its restarts agree.
+the search without pairs follows, each of its maps checked on all the pairs, and replaces
+that map only when one is confirmed.
 
 ``init="anchors"``: k-means centroids matched by a quadratic assignment (Schnaus et
 al. 2026; Dar 2025, mini-vec2vec), pooled over runs, as relative-representation anchors.
@@ -82,7 +69,7 @@ from align.validation import check_choice, check_positive_int, check_real
 
 from .base import Translator
 from .matching import (SINKHORN_ITERS, block_assignment, centroid_anchors, common_space, cross, csls_match,
-                       entropic_plan, pair_ranks, polar, random_map, relative_targets, signatures, subsample,
+                       entropic_plan, pairs_found, polar, random_map, relative_targets, signatures, subsample,
                        unit_rows)
 from .paired import SpacePrep, check_map_state
 
@@ -102,13 +89,19 @@ _ANNEAL_CYCLES = 4
 _PAIR_TOP = 0.001  # a held-out known pair is found when its target ranks in this top share of Y
 
 
+def _confirms(res: Dict[str, Any]) -> bool:
+    """A restart is confirmed when another found the same map, or when it passed ``min_gain``
+    and ranks at least half (and two) of the known pairs it never saw in the top ``_PAIR_TOP``."""
+    held = res.get("pairs_held_out") or 0
+    return res["agrees_with"] is not None or (res["success"] and held > 0 and res["pairs_found"] >= max(2, held / 2))
+
+
 class Isometric(Translator):
     """Unpaired orthogonal (semi-orthogonal when d_a != d_b) translator.
 
     Parameters
     ----------
-    n_init : maximum number of restarts; they stop when two of them that pass
-        ``min_gain`` found the same map (see the module docstring).
+    n_init : maximum number of restarts; they stop when one is confirmed (module docstring).
     n_iter : maximum exploration iterations per restart.
     batch_size : rows per random block in the exploration's assignments.
     explore_rows : rows per side drawn at random for each exploration iteration
@@ -122,9 +115,8 @@ class Isometric(Translator):
     eval_every : iterations between evaluations of the criterion.
     patience : evaluations without improvement before a restart that passed
         ``min_gain`` stops; twice as many end one under it, after a polished probe.
-    min_gain : the criterion's gain over a random map needed to stop (and to
-        count as a success). Right maps on real encoder pairs measured 0.7-3.1;
-        wrong maps on hard data pass it too, hence the second restart that agrees.
+    min_gain : the criterion's gain over a random map needed to stop and to count as a
+        success (right maps on real encoder pairs: 0.7-3.1; wrong ones on hard data pass it too).
     agree : two maps are "the same" when the mean cosine between their
         translations of the held-out source rows is at least this (two right maps
         0.48-0.93, a right and a wrong one <= 0.22, two wrong ones on synthetic
@@ -144,14 +136,11 @@ class Isometric(Translator):
         (geometric from start to end).
     lowdim, lowdim_restarts : principal directions per side and restarts of the
         low-dimensional search that follows when no two restarts agreed (0: none).
-    seed : seeds every random choice. The same seed gives the same map bit for bit
-        in one process, in fresh processes whatever reptrans's own thread count (kNN,
-        FAISS, torch: ``REPTRANS_THREADS``), on a misaligned copy of the input, and
-        through ``reptrans fit`` (``tests/test_translate.py``) -- at one thread count of
-        numpy's BLAS: OpenBLAS sums float32 products in an order that depends on it,
-        and the search amplifies that rounding into another path (of the same quality,
-        ``docs/translation.md``). Pin it (``OPENBLAS_NUM_THREADS``, threadpoolctl,
-        :func:`align.set_threads`) to compare machines; library builds count likewise.
+    seed : seeds every random choice. The same seed gives the same map bit for bit in one
+        process, in fresh processes whatever ``REPTRANS_THREADS``, on a misaligned copy of the
+        input and through ``reptrans fit`` -- at one thread count of numpy's BLAS, whose float32
+        sums depend on it (the search amplifies that rounding into another path of the same
+        quality, ``docs/translation.md``): pin ``OPENBLAS_NUM_THREADS`` to compare machines.
     progress : show a tqdm bar.
 
     Attributes after fit
@@ -159,11 +148,15 @@ class Isometric(Translator):
     W_ : (d_a, d_b) float32 map between preprocessed spaces.
     mean_a_, mean_b_ : means removed by the preprocessing.
     restarts_ : per restart, ``{"iters", "criterion", "gain", "success", "polished", "agreement",
-        "agrees_with", "lowdim"}``; with known pairs the first is their map's, with ``"pairs_held_out", "pairs_found"``
-        (``agrees_with``: the other restart that found the same
-        map, or None; ``polished``: its map went through polishing, kept only where that
-        raised the criterion; ``lowdim``: a restart of the low-dimensional search).
+        "agrees_with", "lowdim"}`` (``agrees_with``: the other restart that found the same map, or
+        None; ``polished``: its map went through polishing, kept only where that raised the
+        criterion; ``lowdim``: a restart of the low-dimensional search). With known pairs the
+        first is their map's, and each has ``"pairs_held_out"`` (pairs its map never saw: half of
+        them for the first, all for the search's) and ``"pairs_found"`` (of those, how many rank
+        in the top 0.1 % of Y's rows; None when fewer than 4 pairs leave none to hold out).
     chosen_restart_ : index of the restart kept.
+    confirmed_ : whether the kept map was confirmed (two restarts found it, or known pairs it
+        never saw); False exactly when ``fit`` warned that the map may be wrong.
     null_criterion_ : the criterion of random orthogonal maps (mean of 3).
     history_ : one dict per exploration iteration (restart, iter, objective =
         mean cosine of the block assignment, criterion and gain = last held-out
@@ -174,7 +167,15 @@ class Isometric(Translator):
     """
 
     _state = ("W_", "mean_a_", "mean_b_")
-    _state_meta = ("stats_b_", "restarts_", "chosen_restart_", "null_criterion_")
+    _state_meta = ("stats_b_", "restarts_", "chosen_restart_", "null_criterion_", "confirmed_")
+
+    @classmethod
+    def _upgrade_meta(cls, meta: Dict[str, Any]) -> Dict[str, Any]:
+        # saved before confirmed_ existed: two agreeing restarts, or the known pairs' own checks
+        rs = [r for r in meta.get("restarts_") or [] if isinstance(r, dict)]
+        old = any(r.get("agrees_with") is not None for r in rs) or bool(rs and "pairs_found" in rs[0] and
+                                                                       meta.get("chosen_restart_") == 0 and rs[0].get("success"))
+        return {"confirmed_": old, **meta}
 
     def __init__(
         self,
@@ -300,10 +301,11 @@ class Isometric(Translator):
 
         results: List[Dict[str, Any]] = []
         maps: List[np.ndarray] = []
-        pairs_note = None
-        if self._known is not None:
+        pairs_note, known = None, self._known
+        if known is not None:
             pairs_note = self._fit_from_pairs(Xf, Yf, rng, criterion, null, scale, agreement)
             if pairs_note is None:
+                self.confirmed_ = True
                 del self._known
                 return
             # unconfirmed: the search without pairs follows; the pairs' map is its restart 0
@@ -322,12 +324,14 @@ class Isometric(Translator):
                     res["agreement"], j = max(others)
                     if res["agreement"] >= self.agree:
                         res["agrees_with"] = j
+            if known is not None:  # the known pairs, which the search never saw, judge its map
+                res["pairs_held_out"], res["pairs_found"] = len(known[0]), pairs_found(*known, Yf, W, _PAIR_TOP)
             if replace is None:
                 results.append(res)
                 maps.append(W)
             else:
                 results[replace], maps[replace] = res, W
-            return res["agrees_with"] is not None
+            return _confirms(res)
 
         with progress_bar(total=self.n_init * self.n_iter, desc="isometric", enabled=self.progress) as bar:
             for r in range(self.n_init):
@@ -344,13 +348,14 @@ class Isometric(Translator):
                 bar.update(self.n_iter - iters)  # a restart that stopped early
                 if record(W, res):
                     break
-        if results[-1]["agrees_with"] is None:
+        if not any(_confirms(res) for res in results):
             passed = [(res["criterion"], i, res["iters"], maps[i]) for i, res in enumerate(results) if res["success"]]
             self._lowdim_search(Xf, Yf, Xv, Yv, rng, criterion, null, scale, record, passed)
-        confirmed = [i for i, res in enumerate(results) if res["agrees_with"] is not None]
-        if confirmed:  # the map two restarts found: the better of the pair
+        confirmed = [i for i, res in enumerate(results) if _confirms(res)]
+        self.confirmed_ = bool(confirmed)
+        if confirmed:  # the map two restarts found (the better of the pair), or the pairs confirm
             i, j = confirmed[0], results[confirmed[0]]["agrees_with"]
-            chosen = i if results[i]["criterion"] >= results[j]["criterion"] else j
+            chosen = i if j is None or results[i]["criterion"] >= results[j]["criterion"] else j
         else:
             # Polishing can lift a restart in the basin past others (and reorder them),
             # so the two best unpolished ones are polished before the choice.
@@ -375,21 +380,16 @@ class Isometric(Translator):
         """Known pairs: one start from their relative representations, then an annealed
         entropic refinement on the fit rows (the held-out rows judge the result).
 
-        Hard CSLS matching pulls such a start away on hard encoder pairs, where soft
-        plans at a decreasing temperature keep climbing (``docs/translation.md``). The map
-        is confirmed when the same refinement on each half of the fit rows agrees
-        (``agree``) or, with at least 4 pairs, when one fitted on half of them ranks the
-        targets of at least half of the others (and two) in the top ``_PAIR_TOP`` of Y's
-        rows -- a map unrelated to the pairs does so for each with chance ``_PAIR_TOP``; right
-        maps on 2.5k-5.7k rows per half agreed only 0.40-0.69. Returns None when confirmed,
-        else what the warning says of it (the search without pairs follows).
-        """
+        Soft plans at a decreasing temperature keep climbing where hard CSLS matching pulls
+        such a start away (``docs/translation.md``). Confirmed when the same refinement on
+        each half of the fit rows agrees (``agree``) or, with at least 4 pairs, when one fitted
+        on half of them finds at least half (and two) of the others (:func:`_confirms`; right
+        maps on 2.5k-5.7k rows per half agreed only 0.40-0.69). Returns None when confirmed,
+        else what the warning says of it (the search without pairs follows)."""
         W0 = self._initial_map(Xf, Yf, rng, 0)
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
-        halves = []
-        for part in range(2):
-            ia, ib = rng.permutation(len(Xf)), rng.permutation(len(Yf))
-            halves.append(self._refine(Xf[ia[: len(ia) // 2]], Yf[ib[: len(ib) // 2]], W0, rng, eps=eps))
+        halves = [self._refine(Xf[rng.permutation(len(Xf))[: len(Xf) // 2]],
+                               Yf[rng.permutation(len(Yf))[: len(Yf) // 2]], W0, rng, eps=eps) for _ in range(2)]
         W = self._refine(Xf, Yf, W0, rng, eps=eps)
         crit = criterion(W)
         gain = (crit - null) / scale
@@ -401,7 +401,7 @@ class Isometric(Translator):
             self._known = (np.delete(Kx, held, axis=0), np.delete(Ky, held, axis=0))
             W_h = self._refine(Xf, Yf, self._initial_map(Xf, Yf, rng, 0), rng, eps=eps)
             self._known = (Kx, Ky)
-            found = int(np.sum(pair_ranks(Kx[held], Ky[held], Yf, W_h) <= max(1.0, _PAIR_TOP * len(Yf))))
+            found = pairs_found(Kx[held], Ky[held], Yf, W_h, _PAIR_TOP)
         ok = gain >= self.min_gain and (agree >= self.agree or (h > 0 and found >= max(2, h / 2)))
         self.restarts_ = [{"iters": 0, "criterion": crit, "gain": gain, "success": ok, "polished": False,
                            "agreement": agree, "agrees_with": None, "start_criterion": criterion(W0),
@@ -453,18 +453,16 @@ class Isometric(Translator):
         return self._procrustes(cross(Xs[i], Ys[j]), len(i))
 
     def _lowdim_search(self, Xf, Yf, Xv, Yv, rng, criterion, null, scale, record, passed) -> None:
-        """Restarts in each side's top ``lowdim`` principal directions, for when no two
-        full restarts agreed (Hoshen & Wolf 2018, "Non-adversarial unsupervised word
-        translation", EMNLP: many cheap restarts after PCA to ~50 d).
+        """Restarts in each side's top ``lowdim`` principal directions, when no full restart
+        was confirmed (Hoshen & Wolf 2018, EMNLP: many cheap restarts after PCA to ~50 d).
 
-        Each restart explores in the reduced spaces, where starts land near the right
-        map far more often (measured in ``docs/translation.md``), is lifted to the full
-        spaces by Procrustes on its CSLS dictionary of the fit rows and polished. The two
-        best by the held-out criterion get cycles of the annealed entropic refinement of
-        the known-pairs path and a polish while the criterion rises, and join the
-        restarts (``"lowdim": True``). Full restarts that passed ``min_gain``
-        (``passed``: criterion, index, iterations, map) compete for those two places,
-        annealed in place: maps from different starts agree only after the same treatment."""
+        Each explores in the reduced spaces, where starts land near the right map far more
+        often (``docs/translation.md``), is lifted by Procrustes on its CSLS dictionary of the
+        fit rows and polished. The two best by the criterion get cycles of the annealed
+        entropic refinement and a polish while the criterion rises, and join the restarts
+        (``"lowdim": True``). Full restarts that passed ``min_gain`` (``passed``: criterion,
+        index, iterations, map) compete for those two places, annealed in place: maps from
+        different starts agree only after the same treatment."""
         k = self.lowdim
         if not self.lowdim_restarts or k == 0 or k >= min(Xf.shape[1], Yf.shape[1]):
             return
@@ -595,6 +593,8 @@ class Isometric(Translator):
         if not 0 <= self.chosen_restart_ < len(self.restarts_):
             raise ValueError(f"Isometric: saved chosen_restart_={self.chosen_restart_} is not one of "
                              f"{len(self.restarts_)} restarts")
+        if not isinstance(self.confirmed_, bool):
+            raise ValueError(f"Isometric: saved confirmed_ must be true or false, got {self.confirmed_!r}")
         c = self.null_criterion_
         if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
             raise ValueError(f"Isometric: saved null_criterion_ must be a finite number, got {c!r}")

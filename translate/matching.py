@@ -21,7 +21,7 @@ from .paired import orthogonal_procrustes
 __all__ = [
     "unit_rows", "polar", "random_map", "cross", "entropic_plan", "common_space", "csls_match",
     "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
-    "centroid_anchors", "relative_targets", "pair_ranks",
+    "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
 ]
 
 # Sinkhorn scalings per transport plan: the refinement's top-1 was the same with 10 and 30
@@ -272,3 +272,9 @@ def pair_ranks(Xk: np.ndarray, Yk: np.ndarray, Y: np.ndarray, W: np.ndarray) -> 
     true = np.sum(A * Bk, axis=1)
     # the tolerance keeps the true row from outranking itself through rounding
     return 1 + np.sum(A @ B.T > true[:, None] + 1e-6, axis=1)
+
+
+def pairs_found(Xk: np.ndarray, Yk: np.ndarray, Y: np.ndarray, W: np.ndarray, top: float) -> int:
+    """How many known pairs rank in the top ``top`` share of Y's rows under W
+    (:func:`pair_ranks`; at least rank 1): a map unrelated to them finds each with chance ``top``."""
+    return int(np.sum(pair_ranks(Xk, Yk, Y, W) <= max(1.0, top * len(Y))))

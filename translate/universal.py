@@ -15,8 +15,8 @@ Steps
    translation ``i -> j`` returns rows in j's original coordinates, as Isometric's.
 2. Pairwise maps: one :class:`Isometric` fit per unordered pair of spaces (with
    the known pairs of that pair, if any). Its confidence is the held-out criterion
-   gain of the kept restart; a map is *confirmed* when two restarts found it
-   (Isometric's own test). Unconfirmed maps get weight 0.
+   gain of the kept restart; a map is *confirmed* when two restarts found it, or known
+   pairs it never saw (Isometric's ``confirmed_``). Unconfirmed maps get weight 0.
 3. Synchronisation (:func:`translate.sync.spectral_sync`, then
    :func:`translate.sync.sync_iterate`): the weighted pairwise maps become one map
    per space. Cycle consistency of each confirmed map is its agreement (mean
@@ -360,7 +360,7 @@ class Universal(Translator):
             warnings.simplefilter("ignore", RuntimeWarning)  # unconfirmed maps are reported instead
             iso.fit(X, Y, pairs=pairs)
         return iso, {"gain": float(iso.restarts_[iso.chosen_restart_]["gain"]),
-                     "confirmed": any(r.get("agrees_with") is not None for r in iso.restarts_),
+                     "confirmed": iso.confirmed_,
                      "restarts": len(iso.restarts_), "known_pairs": 0 if pairs is None else int(len(pairs)),
                      "seconds": round(time.perf_counter() - t0, 3)}
 
