@@ -246,7 +246,9 @@ def fit_one(data, seed: int, params: Dict[str, Any], pools: Tuple[Tuple[np.ndarr
         "agreed": m.confirmed_,
         "seed": seed, "wall_s": round(wall, 1), "top1": r["top1"], "top5": r["top5"], "mean_rank": r["mean_rank"],
         "mean_cos": r["mean_cos"], "foscttm": r["foscttm"], "pool": r["pool"],
-        "restarts": len(m.restarts_), "success": bool(chosen["success"]), "gain": round(chosen["gain"], 3),
+        "restarts": len(m.restarts_), "chosen": c, "success": bool(chosen["success"]), "gain": round(chosen["gain"], 3),
+        # with known pairs: per restart, how many of the pairs its map never saw it found
+        "pairs_found": [x.get("pairs_found") for x in m.restarts_] if pairs is not None else None,
         "iters": sum(x["iters"] for x in m.restarts_),
         # per restart after the first that passed min_gain: agreement with the closest earlier map
         "agreement": [None if x["agreement"] is None else round(x["agreement"], 3) for x in m.restarts_],
@@ -529,8 +531,32 @@ def e5_table(results: List[Dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def pairs_table(results: List[Dict[str, Any]]) -> str:
+    """The ``pairs`` part: what each known-pairs fit kept, and what confirmed it.
+
+    One restart: the pairs' map, confirmed by its own checks. More: that map was not
+    confirmed and the search without pairs followed; the search's map is kept when one of
+    its restarts was confirmed (two agree, or the known pairs it never saw), else the pairs'."""
+    out = ["| source → target | texts per side | known pairs | top-1 (pool 1000) | × oracle | FOSCTTM "
+           "| confirmed | kept | oracle top-1 | wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in results if r["part"] == "pairs"):
+        k, halves = r["key"], r["agreement"][0]
+        kept = "pairs' map" if r["restarts"] == 1 or not r["agreed"] else "search"
+        how = f"no (row halves {halves:.2f})" if not r["agreed"] else (
+            f"yes (row halves {halves:.2f}; held-out pairs)" if kept == "pairs' map" else "yes (search)")
+        found = r.get("pairs_found")
+        if kept == "search" and found and found[r["chosen"]] is not None:
+            how = f"yes (search: {found[r['chosen']]} of {k['pairs']} pairs found)"
+        out.append(f"| {k['source']} → {k['target']} | {k['n']} | {k['pairs']} | {r['top1']:.3f} | "
+                   f"{r['top1'] / k['oracle']:.2f} | {r['foscttm']:.3f} | {how} | {kept} | {k['oracle']:.3f} | "
+                   f"{r['wall_s']:.0f} |")
+    return "\n".join(out)
+
+
 def summarise(results: List[Dict[str, Any]]) -> str:
     out: List[str] = []
+    if any(r["part"] == "pairs" for r in results):
+        out += ["\n### pairs, per setting\n", pairs_table(results)]
     if any(r["part"] == "e5" for r in results):
         out += ["\n### e5, per seed\n", e5_table(results)]
     for part in ("synthetic", "real", "curve", "pairs", "pool8192", "e5", "ablation"):

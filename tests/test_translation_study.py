@@ -1,0 +1,31 @@
+"""scripts/translation_study.py: the known-pairs table says what each fit kept and what
+confirmed it, from the JSON records alone."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+import translation_study as T  # noqa: E402
+
+
+def _record(restarts, agreed, chosen, found=None, n=500):
+    return {"part": "pairs", "key": {"source": "a", "target": "b", "n": n, "pairs": 5, "oracle": 0.8},
+            "top1": 0.4, "foscttm": 0.01, "wall_s": 12.3, "restarts": restarts, "agreed": agreed,
+            "chosen": chosen, "agreement": [0.31] + [None] * (restarts - 1), "pairs_found": found}
+
+
+def test_pairs_table_kept_and_confirmed():
+    rows = T.pairs_table([
+        _record(1, True, 0),                          # the pairs' map, confirmed by its checks
+        _record(4, False, 0, [None, 0, 1, 0]),        # unconfirmed: the pairs' map kept, flagged
+        _record(4, True, 3, [None, 0, 1, 4]),         # the search's map, confirmed by the pairs
+        {**_record(3, True, 2), "key": {"source": "c", "target": "d", "n": 9, "pairs": 5, "oracle": 0.8}},
+    ]).splitlines()
+    assert len(rows) == 6 and rows[0].startswith("| source → target |")
+    assert "| yes (row halves 0.31; held-out pairs) | pairs' map |" in rows[2]
+    assert "| no (row halves 0.31) | pairs' map |" in rows[3]
+    assert "| yes (search: 4 of 5 pairs found) | search |" in rows[4]
+    assert "| yes (search) | search |" in rows[5] and rows[5].startswith("| c → d | 9 | 5 | 0.400 | 0.50 |")
