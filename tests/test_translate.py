@@ -433,6 +433,25 @@ def test_isometric_passed_full_restart_competes_for_the_annealing():
     assert m.restarts_[0]["agreement"] is not None and m.restarts_[0]["agrees_with"] is None
 
 
+@pytest.mark.slow
+def test_isometric_low_dimensional_rounds_run_until_one_is_confirmed(monkeypatch):
+    """The same data, ``agree=0.99``, rounds of 2 low-dimensional restarts: the first round's
+    best lifted map (gain 3.06) and the full restart (2.14) are annealed and disagree; the
+    second round lifts another map of gain 3.06, annealed it confirms the first, and the
+    search stops there (restarts 5-6 never run). With one round only, the fit warns."""
+    monkeypatch.setattr(iso_mod, "_LOWDIM_ROUND", 2)
+    X, Y, *_ = iso_data(32, 32, n=1500, n_test=300, k=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        m = Isometric(seed=0, n_init=1, lowdim=8, lowdim_restarts=6, agree=0.99, **ISO).fit(X, Y)
+    assert [h["restart"] for h in m.history_ if h.get("stage") == "lowdim"] == [1, 2, 3, 4]
+    assert m.confirmed_ and [r["lowdim"] for r in m.restarts_] == [False, True, True]
+    assert m.restarts_[0]["agrees_with"] is None and m.restarts_[2]["agrees_with"] == 1
+    with pytest.warns(RuntimeWarning, match="no two of 2 restarts"):
+        m1 = Isometric(seed=0, n_init=1, lowdim=8, lowdim_restarts=2, agree=0.99, **ISO).fit(X, Y)
+    assert not m1.confirmed_
+
+
 def test_isometric_settled_failures_end_early():
     """Independent noise: every restart settles near the random level and ends after
     its polished probe fails, not at n_iter."""

@@ -39,8 +39,9 @@ Steps
 7. Entropic refinement of the kept map on all rows (Grave et al. 2019): ``ot_iter`` steps
    ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan (Cuturi 2013) of the similarities under W at
    ``ot_eps``, on up to ``ot_rows`` rows per side: each row pulled toward a weighted average.
-8. Low-dimensional restarts, when none is confirmed: ``lowdim_restarts`` restarts in each
-   side's top ``lowdim`` principal directions, lifted, polished, the two best annealed.
+8. Low-dimensional restarts, when none is confirmed: in each side's top ``lowdim`` principal
+   directions, lifted, polished; in rounds of 8, each round's two best annealed, until one is
+   confirmed or ``lowdim_restarts`` have run.
 
 Neighbour search: :mod:`align.knn`, in the narrower of the two spaces.
 
@@ -86,6 +87,7 @@ _ANCHOR_ROWS = 10000
 _POLISH_CHANGE = 0.005
 # Annealing cycles per low-dimensional restart, at most (minilm -> e5, 11.5k: 0.81, 0.94, 0.94).
 _ANNEAL_CYCLES = 4
+_LOWDIM_ROUND = 8  # low-dimensional restarts per round: the first round is the search as it was with 8
 _PAIR_TOP = 0.001  # a held-out known pair is found when its target ranks in this top share of Y
 
 
@@ -134,8 +136,8 @@ class Isometric(Translator):
     anneal_iter, anneal_eps_start, anneal_eps_end : with known pairs and after
         low-dimensional restarts, the number of entropic plans and their temperatures
         (geometric from start to end).
-    lowdim, lowdim_restarts : principal directions per side and restarts of the
-        low-dimensional search that follows when no two restarts agreed (0: none).
+    lowdim, lowdim_restarts : principal directions per side, and the most restarts (in rounds
+        of 8, until one is confirmed) of the low-dimensional search that follows (0: none).
     seed : seeds every random choice. The same seed gives the same map bit for bit in one
         process, in fresh processes whatever ``REPTRANS_THREADS``, on a misaligned copy of the
         input and through ``reptrans fit`` -- at one thread count of numpy's BLAS, whose float32
@@ -173,9 +175,8 @@ class Isometric(Translator):
     def _upgrade_meta(cls, meta: Dict[str, Any]) -> Dict[str, Any]:
         # saved before confirmed_ existed: two agreeing restarts, or the known pairs' own checks
         rs = [r for r in meta.get("restarts_") or [] if isinstance(r, dict)]
-        old = any(r.get("agrees_with") is not None for r in rs) or bool(rs and "pairs_found" in rs[0] and
-                                                                       meta.get("chosen_restart_") == 0 and rs[0].get("success"))
-        return {"confirmed_": old, **meta}
+        by_pairs = bool(rs and "pairs_found" in rs[0] and meta.get("chosen_restart_") == 0 and rs[0].get("success"))
+        return {"confirmed_": any(r.get("agrees_with") is not None for r in rs) or by_pairs, **meta}
 
     def __init__(
         self,
@@ -205,7 +206,7 @@ class Isometric(Translator):
         anneal_eps_start: float = 0.1,
         anneal_eps_end: float = 0.03,
         lowdim: int = 64,
-        lowdim_restarts: int = 8,
+        lowdim_restarts: int = 24,
         seed: int = 0,
         progress: bool = True,
     ):
@@ -277,17 +278,14 @@ class Isometric(Translator):
             perm = np.concatenate([perm[~np.isin(perm, keep)], perm[np.isin(perm, keep)]])
             return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
-        no_pairs = np.zeros((0, 2), np.int64)
-        known = no_pairs if pairs is None else pairs
-        fa, va = split(len(Xp), known[:, 0])
-        fb, vb = split(len(Yp), known[:, 1])
+        rows = np.zeros((0, 2), np.int64) if pairs is None else pairs
+        (fa, va), (fb, vb) = split(len(Xp), rows[:, 0]), split(len(Yp), rows[:, 1])
         Xf, Yf, Xv, Yv = Xp[fa], Yp[fb], Xp[va], Yp[vb]
-        self._known = (Xp[known[:, 0]], Yp[known[:, 1]]) if len(known) else None
+        self._known = (Xp[rows[:, 0]], Yp[rows[:, 1]]) if len(rows) else None
         k_val = min(self.csls_k, len(Xv), len(Yv))
 
         def criterion(W: np.ndarray) -> float:
-            A, B = common_space(Xv, Yv, W)
-            return float(csls_match(A, B, k_val)[1].mean())
+            return float(csls_match(*common_space(Xv, Yv, W), k_val)[1].mean())
 
         d_a, d_b = Xp.shape[1], Yp.shape[1]
         null = float(np.mean([criterion(random_map(d_a, d_b, rng)) for _ in range(3)]))
@@ -299,8 +297,7 @@ class Isometric(Translator):
             # mean cosine between the two maps' translations of the held-out rows
             return float(np.mean(np.sum(unit_rows(Xv @ W1) * unit_rows(Xv @ W2), axis=1)))
 
-        results: List[Dict[str, Any]] = []
-        maps: List[np.ndarray] = []
+        results, maps = [], []  # type: List[Dict[str, Any]], List[np.ndarray]
         pairs_note, known = None, self._known
         if known is not None:
             pairs_note = self._fit_from_pairs(Xf, Yf, rng, criterion, null, scale, agreement)
@@ -458,11 +455,12 @@ class Isometric(Translator):
 
         Each explores in the reduced spaces, where starts land near the right map far more
         often (``docs/translation.md``), is lifted by Procrustes on its CSLS dictionary of the
-        fit rows and polished. The two best by the criterion get cycles of the annealed
-        entropic refinement and a polish while the criterion rises, and join the restarts
-        (``"lowdim": True``). Full restarts that passed ``min_gain`` (``passed``: criterion,
-        index, iterations, map) compete for those two places, annealed in place: maps from
-        different starts agree only after the same treatment."""
+        fit rows and polished. In rounds of ``_LOWDIM_ROUND``, the round's two best by the criterion
+        get cycles of the annealed entropic refinement and a polish while the criterion rises,
+        and join the restarts (``"lowdim": True``); the search stops when one is confirmed. Full
+        restarts that passed ``min_gain`` (``passed``: criterion, index, iterations, map) compete
+        for the first round's two places, annealed in place: maps from different starts agree
+        only after the same treatment. One right candidate in eight is common on hard pairs."""
         k = self.lowdim
         if not self.lowdim_restarts or k == 0 or k >= min(Xf.shape[1], Yf.shape[1]):
             return
@@ -474,34 +472,36 @@ class Isometric(Translator):
             return float(csls_match(*common_space(Xvl, Yvl, W), k_val)[1].mean())
 
         null_low = float(np.mean([crit_low(random_map(k, k, rng)) for _ in range(3)]))
-        lifted = []
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
-        with progress_bar(total=self.lowdim_restarts + 2 * _ANNEAL_CYCLES, desc=f"isometric ({k}-d restarts)",
-                          enabled=self.progress) as bar:
-            for r in range(self.n_init, self.n_init + self.lowdim_restarts):
-                W, _, iters, _, _ = self._explore(
-                    Xl, Yl, self._initial_map(Xl, Yl, rng, r), rng, crit_low, null_low, max(abs(null_low), 1e-6),
-                    r, None, lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
-                W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
-                crit = criterion(W)
-                lifted.append((crit, r, iters, W))
-                self.history_.append({"stage": "lowdim", "restart": r, "iter": iters, "criterion": crit,
-                                      "gain": (crit - null) / scale})
-                bar.update(1)
-            pool = [(*t, False) for t in lifted] + [(*t, True) for t in passed]
-            for crit, r, iters, W, full in sorted(pool, key=lambda t: -t[0])[:2]:
-                for _ in range(_ANNEAL_CYCLES):  # each cycle: the whole schedule, then a polish
+        rounds = range(self.n_init, self.n_init + self.lowdim_restarts, _LOWDIM_ROUND)
+        with progress_bar(total=self.lowdim_restarts + 2 * _ANNEAL_CYCLES * len(rounds),
+                          desc=f"isometric ({k}-d restarts)", enabled=self.progress) as bar:
+            for first in rounds:
+                lifted = []
+                for r in range(first, min(first + _LOWDIM_ROUND, self.n_init + self.lowdim_restarts)):
+                    W, _, iters, _, _ = self._explore(
+                        Xl, Yl, self._initial_map(Xl, Yl, rng, r), rng, crit_low, null_low, max(abs(null_low), 1e-6),
+                        r, None, lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
+                    W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
+                    crit = criterion(W)
+                    lifted.append((crit, r, iters, W, False))
+                    self.history_.append({"stage": "lowdim", "restart": r, "iter": iters, "criterion": crit,
+                                          "gain": (crit - null) / scale})
                     bar.update(1)
-                    W_n = self._polish(Xf, Yf, self._refine(Xf, Yf, W, rng, eps=eps), r)
-                    crit_n = criterion(W_n)
-                    if crit_n <= crit + 1e-3 * scale:
-                        break
-                    W, crit = W_n, crit_n
-                gain = (crit - null) / scale
-                if record(W, {"iters": iters, "criterion": crit, "gain": gain, "success": gain >= self.min_gain,
-                              "polished": True, "agreement": None, "agrees_with": None, "lowdim": not full},
-                          r if full else None):
-                    return
+                pool = lifted + ([(*t, True) for t in passed] if first == self.n_init else [])
+                for crit, r, iters, W, full in sorted(pool, key=lambda t: -t[0])[:2]:
+                    for _ in range(_ANNEAL_CYCLES):  # each cycle: the whole schedule, then a polish
+                        bar.update(1)
+                        W_n = self._polish(Xf, Yf, self._refine(Xf, Yf, W, rng, eps=eps), r)
+                        crit_n = criterion(W_n)
+                        if crit_n <= crit + 1e-3 * scale:
+                            break
+                        W, crit = W_n, crit_n
+                    gain = (crit - null) / scale
+                    if record(W, {"iters": iters, "criterion": crit, "gain": gain, "success": gain >= self.min_gain,
+                                  "polished": True, "agreement": None, "agrees_with": None, "lowdim": not full},
+                              r if full else None):
+                        return
 
     def _explore(self, Xf, Yf, W, rng, criterion, null, scale, restart, bar, probe):
         """One restart: (map, its criterion, iterations, passed min_gain, polished).
