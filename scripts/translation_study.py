@@ -542,8 +542,9 @@ def pairs_table(results: List[Dict[str, Any]]) -> str:
     for r in (r for r in results if r["part"] == "pairs"):
         k, halves = r["key"], r["agreement"][0]
         kept = "pairs' map" if r["restarts"] == 1 or not r["agreed"] else "search"
+        by = "" if halves >= (r.get("params") or {}).get("agree", 0.7) else "; held-out pairs"
         how = f"no (row halves {halves:.2f})" if not r["agreed"] else (
-            f"yes (row halves {halves:.2f}; held-out pairs)" if kept == "pairs' map" else "yes (search)")
+            f"yes (row halves {halves:.2f}{by})" if kept == "pairs' map" else "yes (search)")
         found = r.get("pairs_found")
         if kept == "search" and found and found[r["chosen"]] is not None:
             how = f"yes (search: {found[r['chosen']]} of {k['pairs']} pairs found)"

@@ -23,8 +23,10 @@ def test_pairs_table_kept_and_confirmed():
         _record(4, False, 0, [None, 0, 1, 0]),        # unconfirmed: the pairs' map kept, flagged
         _record(4, True, 3, [None, 0, 1, 4]),         # the search's map, confirmed by the pairs
         {**_record(3, True, 2), "key": {"source": "c", "target": "d", "n": 9, "pairs": 5, "oracle": 0.8}},
+        {**_record(1, True, 0), "agreement": [0.75]},  # the row halves agree: no held-out pairs needed
     ]).splitlines()
-    assert len(rows) == 6 and rows[0].startswith("| source → target |")
+    assert "| yes (row halves 0.75) | pairs' map |" in rows[6]
+    assert len(rows) == 7 and rows[0].startswith("| source → target |")
     assert "| yes (row halves 0.31; held-out pairs) | pairs' map |" in rows[2]
     assert "| no (row halves 0.31) | pairs' map |" in rows[3]
     assert "| yes (search: 4 of 5 pairs found) | search |" in rows[4]
