@@ -154,7 +154,7 @@ def plan(args, lay) -> List[Tuple[str, Any]]:
         kept = m.restarts_[m.chosen_restart_]
         return {**_metrics(m.transform(test(a)), test(b)), "seconds": time.perf_counter() - t0,
                 "gain": kept["gain"], "restarts": len(m.restarts_),
-                "confirmed": any(r["agrees_with"] is not None for r in m.restarts_)}
+                "confirmed": m.confirmed_}
 
     def universal(s, spaces=None):
         """One Universal fit (default: the three encoders' training rows); every ordered pair of
