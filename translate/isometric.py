@@ -39,6 +39,7 @@ Steps
 7. Entropic refinement of the kept map on all rows (Grave et al. 2019): ``ot_iter`` steps
    ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan (Cuturi 2013) of the similarities under W at
    ``ot_eps``, on up to ``ot_rows`` rows per side: each row pulled toward a weighted average.
+   Every such refinement (here, after step 8, with known pairs) keeps its best step by the criterion.
 8. Low-dimensional restarts, when none is confirmed: in each side's top ``lowdim`` principal
    directions, lifted, polished; in rounds of 8, each round's two best annealed, until one is
    confirmed or ``lowdim_restarts`` have run.
@@ -83,8 +84,7 @@ _MIN_ROWS = 20
 _MAX_VAL = 2000
 # Rows per side subsampled for each k-means run of init="anchors" (mini-vec2vec uses 10k).
 _ANCHOR_ROWS = 10000
-# Polishing stops when fewer than this fraction of matched pairs change.
-_POLISH_CHANGE = 0.005
+_POLISH_CHANGE = 0.005  # polishing stops when fewer than this share of matched pairs change
 # Annealing cycles per low-dimensional restart, at most (minilm -> e5, 11.5k: 0.81, 0.94, 0.94).
 _ANNEAL_CYCLES = 4
 _LOWDIM_ROUND = 8  # low-dimensional restarts per round: the first round is the search as it was with 8
@@ -370,15 +370,13 @@ class Isometric(Translator):
                 RuntimeWarning, stacklevel=3)
         self.restarts_ = results
         self.chosen_restart_ = chosen
-        self.W_ = maps[0] if pairs_note and chosen == 0 else self._refine(Xp, Yp, maps[chosen], rng)
+        self.W_ = maps[0] if pairs_note and chosen == 0 else self._refine(Xp, Yp, maps[chosen], rng, criterion)
         del self._known
 
     def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> Optional[str]:
-        """Known pairs: one start from their relative representations, then an annealed
-        entropic refinement on the fit rows (the held-out rows judge the result).
-
-        Soft plans at a decreasing temperature keep climbing where hard CSLS matching pulls
-        such a start away (``docs/translation.md``). Confirmed when the same refinement on
+        """Known pairs: one start from their relative representations, then an annealed entropic
+        refinement on the fit rows, where hard CSLS matching pulls such a start away (``docs/
+        translation.md``); the held-out rows judge the result. Confirmed when the same refinement on
         each half of the fit rows agrees (``agree``) or, with at least 4 pairs, when one fitted
         on half of them finds at least half (and two) of the others (:func:`_confirms`; right
         maps on 2.5k-5.7k rows per half agreed only 0.40-0.69). Returns None when confirmed,
@@ -386,8 +384,8 @@ class Isometric(Translator):
         W0 = self._initial_map(Xf, Yf, rng, 0)
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
         halves = [self._refine(Xf[rng.permutation(len(Xf))[: len(Xf) // 2]],
-                               Yf[rng.permutation(len(Yf))[: len(Yf) // 2]], W0, rng, eps=eps) for _ in range(2)]
-        W = self._refine(Xf, Yf, W0, rng, eps=eps)
+                               Yf[rng.permutation(len(Yf))[: len(Yf) // 2]], W0, rng, criterion, eps) for _ in range(2)]
+        W = self._refine(Xf, Yf, W0, rng, criterion, eps)
         crit = criterion(W)
         gain = (crit - null) / scale
         agree = agreement(*halves)
@@ -396,7 +394,7 @@ class Isometric(Translator):
         if h:  # the other half's targets, ranked by a map fitted on the first half alone
             held = rng.permutation(len(Kx))[:h]
             self._known = (np.delete(Kx, held, axis=0), np.delete(Ky, held, axis=0))
-            W_h = self._refine(Xf, Yf, self._initial_map(Xf, Yf, rng, 0), rng, eps=eps)
+            W_h = self._refine(Xf, Yf, self._initial_map(Xf, Yf, rng, 0), rng, criterion, eps)
             self._known = (Kx, Ky)
             found = pairs_found(Kx[held], Ky[held], Yf, W_h, _PAIR_TOP)
         ok = gain >= self.min_gain and (agree >= self.agree or (h > 0 and found >= max(2, h / 2)))
@@ -450,17 +448,14 @@ class Isometric(Translator):
         return self._procrustes(cross(Xs[i], Ys[j]), len(i))
 
     def _lowdim_search(self, Xf, Yf, Xv, Yv, rng, criterion, null, scale, record, passed) -> None:
-        """Restarts in each side's top ``lowdim`` principal directions, when no full restart
-        was confirmed (Hoshen & Wolf 2018, EMNLP: many cheap restarts after PCA to ~50 d).
-
-        Each explores in the reduced spaces, where starts land near the right map far more
-        often (``docs/translation.md``), is lifted by Procrustes on its CSLS dictionary of the
-        fit rows and polished. In rounds of ``_LOWDIM_ROUND``, the round's two best by the criterion
-        get cycles of the annealed entropic refinement and a polish while the criterion rises,
-        and join the restarts (``"lowdim": True``); the search stops when one is confirmed. Full
-        restarts that passed ``min_gain`` (``passed``: criterion, index, iterations, map) compete
-        for the first round's two places, annealed in place: maps from different starts agree
-        only after the same treatment. One right candidate in eight is common on hard pairs."""
+        """Restarts in each side's top ``lowdim`` principal directions, when no full restart was
+        confirmed (Hoshen & Wolf 2018, EMNLP: many cheap restarts after PCA to ~50 d), where starts
+        land near the right map far more often; each is lifted by Procrustes on its CSLS dictionary
+        of the fit rows and polished. In rounds of ``_LOWDIM_ROUND``, the round's two best get cycles
+        of the annealed refinement (its best step, or that polished) while the criterion rises, and
+        join the restarts (``"lowdim": True``) until one is confirmed. Full restarts that passed
+        ``min_gain`` (``passed``: criterion, index, iterations, map) compete for the first round's
+        places, annealed in place: maps from different starts agree only after the same treatment."""
         k = self.lowdim
         if not self.lowdim_restarts or k == 0 or k >= min(Xf.shape[1], Yf.shape[1]):
             return
@@ -490,10 +485,11 @@ class Isometric(Translator):
                     bar.update(1)
                 pool = lifted + ([(*t, True) for t in passed] if first == self.n_init else [])
                 for crit, r, iters, W, full in sorted(pool, key=lambda t: -t[0])[:2]:
-                    for _ in range(_ANNEAL_CYCLES):  # each cycle: the whole schedule, then a polish
+                    for _ in range(_ANNEAL_CYCLES):  # each cycle: the schedule's best map, or its polish
                         bar.update(1)
-                        W_n = self._polish(Xf, Yf, self._refine(Xf, Yf, W, rng, eps=eps), r)
-                        crit_n = criterion(W_n)
+                        W_n = self._refine(Xf, Yf, W, rng, criterion, eps)
+                        crit_n, W_n = max(((criterion(Z), Z) for Z in (W_n, self._polish(Xf, Yf, W_n, r))),
+                                          key=lambda t: t[0])
                         if crit_n <= crit + 1e-3 * scale:
                             break
                         W, crit = W_n, crit_n
@@ -561,14 +557,17 @@ class Isometric(Translator):
                 break
         return W
 
-    def _refine(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, rng: np.random.Generator,
+    def _refine(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, rng: np.random.Generator, criterion,
                 eps: Optional[Sequence[float]] = None) -> np.ndarray:
         """Wasserstein-Procrustes steps with an entropic plan (Grave et al. 2019):
-        ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan of the similarities under W,
-        on one random subsample of at most ``ot_rows`` rows per side; one step per
-        value of ``eps`` (default: ``ot_iter`` steps at ``ot_eps``)."""
+        ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan of the similarities under W, on one random
+        subsample of at most ``ot_rows`` rows per side; one step per value of ``eps`` (default:
+        ``ot_iter`` steps at ``ot_eps``). Returns the best map by ``criterion`` along the way,
+        the start included: a few soft steps lift a map, many drift to the plan's own fixed
+        point, lower with few rows or on hard pairs (``docs/translation.md``)."""
         eps = [self.ot_eps] * self.ot_iter if eps is None else list(eps)
         Xs, Ys = subsample(Xp, self.ot_rows, rng), subsample(Yp, self.ot_rows, rng)
+        best = (criterion(W), W)
         for step, e in enumerate(eps):
             A, B = common_space(Xs, Ys, W)
             P = entropic_plan(A, B, e, SINKHORN_ITERS)
@@ -579,7 +578,8 @@ class Isometric(Translator):
             # tr(Wᵀ M) / n_a: the mean similarity the plan transports (its rows sum to 1)
             self.history_.append({"stage": "transport", "iter": step + 1, "eps": e,
                                   "objective": float(np.sum(W * M)) / len(Xs)})
-        return W
+            best = max(best, (criterion(W), W), key=lambda t: t[0])
+        return best[1]
 
     # -- transform / persistence -----------------------------------------
     def _transform(self, X: np.ndarray) -> np.ndarray:
