@@ -164,10 +164,10 @@ def test_misfit_space_is_reported_and_others_unaffected():
     train, test = spaces_data()
     rng = np.random.default_rng(5)
     train["m"] = rng.multivariate_normal(train["c"].mean(0), np.cov(train["c"].T), size=800).astype(np.float32)
-    # two Isometric restarts per pair, not four: what is asserted here holds as well (also
-    # on 3 of 4 other draws of the data, against 1 of 4 with four restarts) in ~70 % of the time
+    # three Isometric restarts per pair, not four, for time; with two, 'a' (a right map of gain 4.7)
+    # was left unconfirmed on this draw once the refinements kept their best step
     with pytest.warns(RuntimeWarning, match="'m'"):
-        u = Universal(isometric={**ISO, "n_init": 2}, seed=0, progress=False).fit(train)
+        u = Universal(isometric={**ISO, "n_init": 3}, seed=0, progress=False).fit(train)
     assert u.excluded_ == ["m"] and set(u.maps_) == set(NAMES)
     rep = u.report_["m"]
     assert rep["included"] is False and "confirmed" in rep["reason"] and rep["latent_gain"] is None
