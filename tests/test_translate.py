@@ -455,8 +455,8 @@ def test_isometric_low_dimensional_rounds_run_until_one_is_confirmed(monkeypatch
 def test_isometric_refinement_keeps_the_best_map_along_its_steps():
     """The entropic refinement returns the map its criterion scored highest, the start
     included (a few soft steps lift a map, many drift to a lower fixed point): scores 0.1
-    (start), 0.5, 0.9, 0.3, 0.2 keep the second step's map; none above the start's keeps
-    the start; rising scores keep the last step's."""
+    (start), 0.5, 0.9, 0.3, 0.2 keep the second step's map, and return its 0.9; none above
+    the start's keeps the start; rising scores keep the last step's."""
     X, Y, *_ = iso_data(16, 16, n=300, n_test=10, k=20)
     X, Y = (Z / np.linalg.norm(Z, axis=1, keepdims=True) for Z in (X, Y))
     m = Isometric(seed=0, ot_rows=1000, **ISO)
@@ -467,7 +467,7 @@ def test_isometric_refinement_keeps_the_best_map_along_its_steps():
 
     def refine(W, scores, steps=eps):
         it = iter(scores)
-        return m._refine(X, Y, W, rng, lambda _: next(it), steps)
+        return m._refine(X, Y, W, rng, lambda _: next(it), steps)[0]
 
     path = [W0]
     for e in eps:  # all rows fit in ot_rows: no subsampling, the same steps each time
@@ -476,6 +476,7 @@ def test_isometric_refinement_keeps_the_best_map_along_its_steps():
     np.testing.assert_array_equal(refine(W0, [0.1, 0.2, 0.3, 0.4, 0.5]), path[-1])
     np.testing.assert_array_equal(refine(W0, [0.1, 0.5, 0.9, 0.3, 0.2]), path[2])
     np.testing.assert_array_equal(refine(W0, [0.9, 0.5, 0.6, 0.3, 0.2]), W0)
+    assert m._refine(X, Y, W0, rng, lambda _, s=iter([0.1, 0.5, 0.9, 0.3, 0.2]): next(s), eps)[1] == 0.9
 
 
 def test_isometric_settled_failures_end_early():

@@ -39,7 +39,7 @@ Steps
 7. Entropic refinement of the kept map on all rows (Grave et al. 2019): ``ot_iter`` steps
    ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan (Cuturi 2013) of the similarities under W at
    ``ot_eps``, on up to ``ot_rows`` rows per side: each row pulled toward a weighted average.
-   Every such refinement (here, after step 8, with known pairs) keeps its best step by the criterion.
+   Every entropic refinement (this one, step 8's annealing, the known pairs') keeps its best step by the criterion.
 8. Low-dimensional restarts, when none is confirmed: in each side's top ``lowdim`` principal
    directions, lifted, polished; in rounds of 8, each round's two best annealed, until one is
    confirmed or ``lowdim_restarts`` have run.
@@ -370,7 +370,7 @@ class Isometric(Translator):
                 RuntimeWarning, stacklevel=3)
         self.restarts_ = results
         self.chosen_restart_ = chosen
-        self.W_ = maps[0] if pairs_note and chosen == 0 else self._refine(Xp, Yp, maps[chosen], rng, criterion)
+        self.W_ = maps[0] if pairs_note and chosen == 0 else self._refine(Xp, Yp, maps[chosen], rng, criterion)[0]
         del self._known
 
     def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> Optional[str]:
@@ -383,10 +383,9 @@ class Isometric(Translator):
         else what the warning says of it (the search without pairs follows)."""
         W0 = self._initial_map(Xf, Yf, rng, 0)
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
-        halves = [self._refine(Xf[rng.permutation(len(Xf))[: len(Xf) // 2]],
-                               Yf[rng.permutation(len(Yf))[: len(Yf) // 2]], W0, rng, criterion, eps) for _ in range(2)]
-        W = self._refine(Xf, Yf, W0, rng, criterion, eps)
-        crit = criterion(W)
+        halves = [self._refine(Xf[rng.permutation(len(Xf))[: len(Xf) // 2]], Yf[rng.permutation(len(Yf))[: len(Yf) // 2]],
+                               W0, rng, criterion, eps)[0] for _ in range(2)]
+        W, crit = self._refine(Xf, Yf, W0, rng, criterion, eps)
         gain = (crit - null) / scale
         agree = agreement(*halves)
         Kx, Ky = self._known
@@ -394,7 +393,7 @@ class Isometric(Translator):
         if h:  # the other half's targets, ranked by a map fitted on the first half alone
             held = rng.permutation(len(Kx))[:h]
             self._known = (np.delete(Kx, held, axis=0), np.delete(Ky, held, axis=0))
-            W_h = self._refine(Xf, Yf, self._initial_map(Xf, Yf, rng, 0), rng, criterion, eps)
+            W_h = self._refine(Xf, Yf, self._initial_map(Xf, Yf, rng, 0), rng, criterion, eps)[0]
             self._known = (Kx, Ky)
             found = pairs_found(Kx[held], Ky[held], Yf, W_h, _PAIR_TOP)
         ok = gain >= self.min_gain and (agree >= self.agree or (h > 0 and found >= max(2, h / 2)))
@@ -487,9 +486,9 @@ class Isometric(Translator):
                 for crit, r, iters, W, full in sorted(pool, key=lambda t: -t[0])[:2]:
                     for _ in range(_ANNEAL_CYCLES):  # each cycle: the schedule's best map, or its polish
                         bar.update(1)
-                        W_n = self._refine(Xf, Yf, W, rng, criterion, eps)
-                        crit_n, W_n = max(((criterion(Z), Z) for Z in (W_n, self._polish(Xf, Yf, W_n, r))),
-                                          key=lambda t: t[0])
+                        W_n, crit_n = self._refine(Xf, Yf, W, rng, criterion, eps)
+                        W_p = self._polish(Xf, Yf, W_n, r)
+                        crit_n, W_n = max((crit_n, W_n), (criterion(W_p), W_p), key=lambda t: t[0])
                         if crit_n <= crit + 1e-3 * scale:
                             break
                         W, crit = W_n, crit_n
@@ -558,13 +557,13 @@ class Isometric(Translator):
         return W
 
     def _refine(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, rng: np.random.Generator, criterion,
-                eps: Optional[Sequence[float]] = None) -> np.ndarray:
+                eps: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, float]:
         """Wasserstein-Procrustes steps with an entropic plan (Grave et al. 2019):
         ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan of the similarities under W, on one random
         subsample of at most ``ot_rows`` rows per side; one step per value of ``eps`` (default:
-        ``ot_iter`` steps at ``ot_eps``). Returns the best map by ``criterion`` along the way,
-        the start included: a few soft steps lift a map, many drift to the plan's own fixed
-        point, lower with few rows or on hard pairs (``docs/translation.md``)."""
+        ``ot_iter`` steps at ``ot_eps``). Returns the best map by ``criterion`` along the way (the
+        start included) and its criterion: a few soft steps lift a map, many drift to the plan's
+        own fixed point, lower with few rows or on hard pairs (``docs/translation.md``)."""
         eps = [self.ot_eps] * self.ot_iter if eps is None else list(eps)
         Xs, Ys = subsample(Xp, self.ot_rows, rng), subsample(Yp, self.ot_rows, rng)
         best = (criterion(W), W)
@@ -579,7 +578,7 @@ class Isometric(Translator):
             self.history_.append({"stage": "transport", "iter": step + 1, "eps": e,
                                   "objective": float(np.sum(W * M)) / len(Xs)})
             best = max(best, (criterion(W), W), key=lambda t: t[0])
-        return best[1]
+        return best[1], best[0]
 
     # -- transform / persistence -----------------------------------------
     def _transform(self, X: np.ndarray) -> np.ndarray:
