@@ -263,7 +263,7 @@ def fit_one(data, seed: int, params: Dict[str, Any], pools: Tuple[Tuple[np.ndarr
 
 def fixed_point(source: str, target: str, n: int) -> Dict[str, Any]:
     """Top-1 (pool 1000) along each unpaired refinement started at the paired oracle's map."""
-    from translate.matching import SINKHORN_ITERS, common_space, cross, csls_match, entropic_plan, polar
+    from translate.matching import common_space, cross, csls_match, polar, transport_step
     from translate.paired import SpacePrep
 
     A, B, At, Bt = real_data(source, target, n)
@@ -280,8 +280,7 @@ def fixed_point(source: str, target: str, n: int) -> Dict[str, Any]:
     for eps in (0.1, 0.05, 0.02):
         W, curve = W0, []
         for _ in range(15):
-            P = entropic_plan(*common_space(Xp, Yp, W), eps, SINKHORN_ITERS)
-            W = polar(cross(P.T @ Xp, Yp) if Xp.shape[1] <= Yp.shape[1] else cross(Xp, P @ Yp))
+            W = transport_step(Xp, Yp, W, eps)[0]
             curve.append(top1(W))
         out[f"entropic eps={eps}"] = curve
     W, curve = W0, []

@@ -277,7 +277,9 @@ def test_isometric_recovers_rotation_without_pairs(iso32):
     assert np.abs(m.W_ - Q).max() < 0.1
     assert any("restart" in e for e in m.history_)
     assert any(e.get("stage") == "polish" for e in m.history_)
-    assert [e["iter"] for e in m.history_ if e.get("stage") == "transport"] == [1, 2]
+    # the final refinement's scan: every temperature of the grid tried, from step 1
+    scan = [(e["eps"], e["iter"]) for e in m.history_ if e.get("stage") == "transport"]
+    assert {e for e, i in scan if i == 1} == {m.ot_eps * 2 ** j for j in range(m.ot_scan)}
 
 
 def _check_semi_orthogonal(m, d_a, d_b):
@@ -477,6 +479,32 @@ def test_isometric_refinement_keeps_the_best_map_along_its_steps():
     np.testing.assert_array_equal(refine(W0, [0.1, 0.5, 0.9, 0.3, 0.2]), path[2])
     np.testing.assert_array_equal(refine(W0, [0.9, 0.5, 0.6, 0.3, 0.2]), W0)
     assert m._refine(X, Y, W0, rng, lambda _, s=iter([0.1, 0.5, 0.9, 0.3, 0.2]): next(s), eps)[1] == 0.9
+
+
+def test_best_schedule_scans_every_temperature_and_stops_each_on_patience():
+    """The criterion along ε need not be unimodal: the best (ε, steps) is found past a worse ε;
+    each ε stops after ``patience`` steps without a gain of ``tol``; no step above the start
+    gives 0 steps."""
+    from translate.matching import best_schedule
+
+    scores = {0.1: [0.5, 0.6, 0.55, 0.58, 0.9], 0.2: [0.4, 0.3, 0.2], 0.4: [0.7, 0.8, 0.95, 0.94, 0.93, 0.99]}
+    calls = []
+
+    def step(W, e, i):
+        calls.append((e, i))
+        return np.array([scores[e][i - 1]])
+
+    assert best_schedule(step, np.array([0.0]), lambda W: float(W[0]), [0.1, 0.2, 0.4], 6, 0.01) == (0.4, 3, 0.95)
+    # 0.1: 0.6 then two steps under 0.61 end it before its 0.9; 0.4: 0.95 then 0.94, 0.93
+    assert calls == [(0.1, 1), (0.1, 2), (0.1, 3), (0.1, 4), (0.2, 1), (0.2, 2), (0.2, 3), (0.4, 1), (0.4, 2),
+                     (0.4, 3), (0.4, 4), (0.4, 5)]
+    assert best_schedule(step, np.array([1.0]), lambda W: float(W[0]), [0.2], 6, 0.01) == (0.2, 0, 1.0)
+
+
+def test_isometric_ot_iter_zero_runs_no_final_refinement():
+    X, Y, *_ = iso_data(16, 16, n=300, n_test=10, k=20)
+    m = Isometric(seed=0, ot_iter=0, **ISO).fit(X, Y)
+    assert not [e for e in m.history_ if e.get("stage") == "transport"]
 
 
 def test_isometric_settled_failures_end_early():

@@ -1,62 +1,55 @@
 """Unpaired isometric translation: an orthogonal map learned without pairs.
 
-``Isometric().fit(X, Y)`` learns ``W`` (d_a × d_b, orthogonal, or semi-orthogonal
-when the widths differ) such that ``p_A(x) W`` lands on ``p_B(y)`` for the rows
-of two *unpaired* sets: different texts, different row counts. It is the
-Wasserstein-Procrustes problem (Grave, Joulin & Berthet 2019, "Unsupervised
-alignment of embeddings with Wasserstein Procrustes", AISTATS)
+``Isometric().fit(X, Y)`` learns ``W`` (d_a × d_b, orthogonal, or semi-orthogonal when the widths differ) such that
+``p_A(x) W`` lands on ``p_B(y)`` for the rows of two *unpaired* sets: different texts, different row counts. It is
+the Wasserstein-Procrustes problem (Grave, Joulin & Berthet 2019, "Unsupervised alignment of embeddings with
+Wasserstein Procrustes", AISTATS)
 
     max_{W orthogonal} max_{matching π}  Σ_i <p_A(x_i) W, p_B(y_π(i))>,
 
-solved by alternating a matching step (π given W) and a Procrustes step (W
-given π: ``W = U Vᵀ`` from the SVD of ``Σ_i p_A(x_i)ᵀ p_B(y_π(i))``).
+solved by alternating a matching step (π given W) and a Procrustes step (W given π: ``W = U Vᵀ`` from the SVD of
+``Σ_i p_A(x_i)ᵀ p_B(y_π(i))``).
 
 Steps
 -----
-1. Preprocessing per space, in the VecMap order (Artetxe, Labaka & Agirre 2018, ACL):
-   unit rows, centre, unit rows; ``transform`` restores B's mean and norm.
-2. Held-out rows: ``val_fraction`` of each side (<= 2000), never matched. A map's
-   **criterion** is the mean CSLS score (Conneau et al. 2018, ICLR) of each held-out source
-   row's best held-out target: a self-consistent wrong map scores near a random rotation,
-   the right one above: ``gain = crit / crit(random W) - 1``.
-3. Initialisation: sorted-similarity signatures (Artetxe et al. 2018): the sorted rows of
-   the square root of a subsample's Gram matrix (rotation-invariant), at ``n_quantiles``
-   log-spaced positions, matched by CSLS both ways; one Procrustes step gives ``W_0``.
-4. Stochastic exploration: per iteration, ``explore_rows`` random fit rows per side, an
-   exact assignment (Hungarian) inside random blocks of ``batch_size`` rows, Procrustes on
-   all the matches: the errors of one iteration are not those of the next, so wrong maps
-   do not reinforce themselves (VecMap's stochastic dictionary induction).
-5. Stopping: every ``eval_every`` iterations the criterion; a restart stops after
-   ``patience`` evaluations without gain at ``min_gain`` or above, or twice as many under it
-   (then polished: a start in the right basin can settle under it). The search ends when
-   a restart is **confirmed**: another found the same map (mean cosine of their held-out
-   translations >= ``agree``; two random starts rarely fall into the same wrong map), or
-   known pairs it never saw rank first. Otherwise the low-dimensional restarts follow
-   (step 8); if still none is confirmed, the best by the criterion is kept (the two best
-   unpolished restarts polished first) and a ``RuntimeWarning`` says it may be wrong.
-6. Polishing: rounds of CSLS matching of every fit row, both directions (VecMap's union),
-   and Procrustes on all the matches, until fewer than 0.5% of them change.
-7. Entropic refinement of the kept map on all rows (Grave et al. 2019): ``ot_iter`` steps
-   ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan (Cuturi 2013) of the similarities under W at
-   ``ot_eps``, on up to ``ot_rows`` rows per side: each row pulled toward a weighted average.
-   Every entropic refinement (this one, step 8's annealing, the known pairs') keeps its best step by the criterion.
-8. Low-dimensional restarts, when none is confirmed: in each side's top ``lowdim`` principal
-   directions, lifted, polished; in rounds of 8, each round's two best annealed, until one is
-   confirmed or ``lowdim_restarts`` have run.
+1. Preprocessing per space, in the VecMap order (Artetxe, Labaka & Agirre 2018, ACL): unit rows, centre, unit rows;
+   ``transform`` restores B's mean and norm.
+2. Held-out rows: ``val_fraction`` of each side (<= 2000), never matched. A map's **criterion** is the mean CSLS
+   score (Conneau et al. 2018, ICLR) of each held-out source row's best held-out target: a self-consistent wrong map
+   scores near a random rotation, the right one above: ``gain = crit / crit(random W) - 1``.
+3. Initialisation: sorted-similarity signatures (Artetxe et al. 2018): the sorted rows of the square root of a
+   subsample's Gram matrix (rotation-invariant), at ``n_quantiles`` log-spaced positions, matched by CSLS both ways;
+   one Procrustes step gives ``W_0``.
+4. Stochastic exploration: per iteration, ``explore_rows`` random fit rows per side, an exact assignment (Hungarian)
+   inside random blocks of ``batch_size`` rows, Procrustes on all the matches: the errors of one iteration are not
+   those of the next, so wrong maps do not reinforce themselves (VecMap's stochastic dictionary induction).
+5. Stopping: every ``eval_every`` iterations the criterion; a restart stops after ``patience`` evaluations without
+   gain at ``min_gain`` or above, or twice as many under it (then polished: a start in the right basin can settle
+   under it). The search ends when a restart is **confirmed**: another found the same map (mean cosine of their
+   held-out translations >= ``agree``; two random starts rarely fall into the same wrong map), or known pairs it
+   never saw rank first. Otherwise the low-dimensional restarts follow (step 8); if still none is confirmed, the
+   best by the criterion is kept (the two best unpolished restarts polished first) and a ``RuntimeWarning`` says it
+   may be wrong.
+6. Polishing: rounds of CSLS matching of every fit row, both directions (VecMap's union), and Procrustes on all the
+   matches, until fewer than 0.5% of them change.
+7. Entropic refinement of the kept map (Grave et al. 2019): steps ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan
+   (Cuturi 2013) of the similarities under W at temperature ε: each row pulled toward a weighted average. ε and the
+   number of steps are chosen by the criterion on the fit rows, then run on all rows; the other entropic
+   refinements (step 8's annealing, the known pairs') keep their best step by the criterion.
+8. Low-dimensional restarts, when none is confirmed: in each side's top ``lowdim`` principal directions, lifted,
+   polished; in rounds of 8, each round's two best annealed, until one is confirmed or ``lowdim_restarts`` have run.
 
 Neighbour search: :mod:`align.knn`, in the narrower of the two spaces.
 
-Known pairs (``fit(X, Y, pairs=P)``, P (m, 2): row of X, row of Y): anchors of the start
-(relative representations, Moschella et al. 2023), weight ``pair_weight`` in every Procrustes
-step, then an annealed entropic refinement checked on held-out rows and pairs; unconfirmed,
-the search without pairs follows, each of its maps checked on all the pairs, and replaces
-that map only when one is confirmed.
+Known pairs (``fit(X, Y, pairs=P)``, P (m, 2): row of X, row of Y): anchors of the start (relative representations,
+Moschella et al. 2023), weight ``pair_weight`` in every Procrustes step, then an annealed entropic refinement
+checked on held-out rows and pairs; unconfirmed, the search without pairs follows, each of its maps checked on all
+the pairs, and replaces that map only when one is confirmed.
 
-``init="anchors"``: k-means centroids matched by a quadratic assignment (Schnaus et
-al. 2026; Dar 2025, mini-vec2vec), pooled over runs, as relative-representation anchors.
+``init="anchors"``: k-means centroids matched by a quadratic assignment (Schnaus et al. 2026; Dar 2025,
+mini-vec2vec), pooled over runs, as relative-representation anchors.
 
-What each step buys, and where it fails: ``docs/translation.md`` (``scripts/translation_study.py``).
-"""
+What each step buys, and where it fails: ``docs/translation.md`` (``scripts/translation_study.py``)."""
 
 from __future__ import annotations
 
@@ -70,8 +63,8 @@ from align.progress import progress_bar
 from align.validation import check_choice, check_positive_int, check_real
 
 from .base import Translator
-from .matching import (SINKHORN_ITERS, block_assignment, centroid_anchors, common_space, cross, csls_match,
-                       entropic_plan, pairs_found, polar, random_map, relative_targets, signatures, subsample,
+from .matching import (best_schedule, block_assignment, centroid_anchors, common_space, cross, csls_match,
+                       pairs_found, polar, random_map, relative_targets, signatures, subsample, transport_step,
                        unit_rows)
 from .paired import SpacePrep, check_map_state
 
@@ -106,66 +99,61 @@ class Isometric(Translator):
     n_init : maximum number of restarts; they stop when one is confirmed (module docstring).
     n_iter : maximum exploration iterations per restart.
     batch_size : rows per random block in the exploration's assignments.
-    explore_rows : rows per side drawn at random for each exploration iteration
-        (all fit rows when there are fewer).
+    explore_rows : rows per side drawn at random for each exploration iteration (all fit rows when there are fewer).
     csls_k : neighbours for CSLS (Conneau et al. 2018 use 10).
-    init : ``"signature"`` (sorted-similarity signatures) or ``"random"``
-        (a random orthogonal map; for ablations).
+    init : ``"signature"`` (sorted-similarity signatures) or ``"random"`` (a random orthogonal map; for ablations).
     init_size : rows per side subsampled for the signatures.
     n_quantiles : length of each signature.
     val_fraction : share of each side held out for the criterion (<= 2000 rows).
     eval_every : iterations between evaluations of the criterion.
-    patience : evaluations without improvement before a restart that passed
-        ``min_gain`` stops; twice as many end one under it, after a polished probe.
-    min_gain : the criterion's gain over a random map needed to stop and to count as a
-        success (right maps on real encoder pairs: 0.7-3.1; wrong ones on hard data pass it too).
-    agree : two maps are "the same" when the mean cosine between their
-        translations of the held-out source rows is at least this (two right maps
-        0.48-0.93, a right and a wrong one <= 0.22, two wrong ones on synthetic
+    patience : evaluations without improvement before a restart that passed ``min_gain`` stops; twice as many end
+        one under it, after a polished probe.
+    min_gain : the criterion's gain over a random map needed to stop and to count as a success (right maps on real
+        encoder pairs: 0.7-3.1; wrong ones on hard data pass it too).
+    agree : two maps are "the same" when the mean cosine between their translations of the held-out source rows is
+        at least this (two right maps 0.48-0.93, a right and a wrong one <= 0.22, two wrong ones on synthetic
         mixtures up to 0.57: ``docs/translation.md``).
-    polish_iter : at most this many rounds of full CSLS matching (both directions)
-        + Procrustes on a restart that passed ``min_gain`` or settled under it.
-    ot_iter : rounds of entropic-transport refinement of the kept map (0: none).
-    ot_eps : entropic regularisation of those plans, on cosine similarities.
-    ot_rows : rows per side (a random subsample beyond it) in each refinement plan;
-        memory is one ``ot_rows²`` float32 buffer (576 MB at 12000).
-    n_clusters, anchor_runs, qap_restarts : ``init="anchors"``: k-means clusters per run,
-        runs pooled, quadratic-assignment starts per run (mini-vec2vec's 20 / 30 / 30).
+    polish_iter : at most this many rounds of full CSLS matching (both directions) + Procrustes on a restart that
+        passed ``min_gain`` or settled under it.
+    ot_iter : most entropic-transport steps per temperature of the final refinement (0: none).
+    ot_eps, ot_scan : its temperatures, ``ot_eps · 2^j`` for j < ``ot_scan``, on cosine similarities.
+    ot_rows : rows per side (a random subsample beyond it) in each plan of the annealing; memory is one ``ot_rows²``
+        float32 buffer (576 MB at 12000).
+    refine_rows : the same for the final refinement, which runs many more plans.
+    n_clusters, anchor_runs, qap_restarts : ``init="anchors"``: k-means clusters per run, runs pooled,
+        quadratic-assignment starts per run (mini-vec2vec's 20 / 30 / 30).
     soft_k : rows of B averaged into each target of a relative-representation start (50).
     pair_weight : the known pairs' total weight in each Procrustes step, against the matches.
-    anneal_iter, anneal_eps_start, anneal_eps_end : with known pairs and after
-        low-dimensional restarts, the number of entropic plans and their temperatures
-        (geometric from start to end).
-    lowdim, lowdim_restarts : principal directions per side, and the most restarts (in rounds
-        of 8, until one is confirmed) of the low-dimensional search that follows (0: none).
-    seed : seeds every random choice. The same seed gives the same map bit for bit in one
-        process, in fresh processes whatever ``REPTRANS_THREADS``, on a misaligned copy of the
-        input and through ``reptrans fit`` -- at one thread count of numpy's BLAS, whose float32
-        sums depend on it (the search amplifies that rounding into another path of the same
-        quality, ``docs/translation.md``): pin ``OPENBLAS_NUM_THREADS`` to compare machines.
+    anneal_iter, anneal_eps_start, anneal_eps_end : with known pairs and after low-dimensional restarts, the number
+        of entropic plans and their temperatures (geometric from start to end).
+    lowdim, lowdim_restarts : principal directions per side, and the most restarts (in rounds of 8, until one is
+        confirmed) of the low-dimensional search that follows (0: none).
+    seed : seeds every random choice. The same seed gives the same map bit for bit in one process, in fresh
+        processes whatever ``REPTRANS_THREADS``, on a misaligned copy of the input and through ``reptrans fit`` --
+        at one thread count of numpy's BLAS, whose float32 sums depend on it (the search amplifies that rounding
+        into another path of the same quality, ``docs/translation.md``): pin ``OPENBLAS_NUM_THREADS`` to compare
+        machines.
     progress : show a tqdm bar.
 
     Attributes after fit
     --------------------
     W_ : (d_a, d_b) float32 map between preprocessed spaces.
     mean_a_, mean_b_ : means removed by the preprocessing.
-    restarts_ : per restart, ``{"iters", "criterion", "gain", "success", "polished", "agreement",
-        "agrees_with", "lowdim"}`` (``agrees_with``: the other restart that found the same map, or
-        None; ``polished``: its map went through polishing, kept only where that raised the
-        criterion; ``lowdim``: a restart of the low-dimensional search). With known pairs the
-        first is their map's, and each has ``"pairs_held_out"`` (pairs its map never saw: half of
-        them for the first, all for the search's) and ``"pairs_found"`` (of those, how many rank
-        in the top 0.1 % of Y's rows; None when fewer than 4 pairs leave none to hold out).
+    restarts_ : per restart, ``{"iters", "criterion", "gain", "success", "polished", "agreement", "agrees_with",
+        "lowdim"}`` (``agrees_with``: the other restart that found the same map, or None; ``polished``: its map went
+        through polishing, kept only where that raised the criterion; ``lowdim``: a restart of the low-dimensional
+        search). With known pairs the first is their map's, and each has ``"pairs_held_out"`` (pairs its map never
+        saw: half of them for the first, all for the search's) and ``"pairs_found"`` (of those, how many rank in the
+        top 0.1 % of Y's rows; None when fewer than 4 pairs leave none to hold out).
     chosen_restart_ : index of the restart kept.
-    confirmed_ : whether the kept map was confirmed (two restarts found it, or known pairs it
-        never saw); False exactly when ``fit`` warned that the map may be wrong.
+    confirmed_ : whether the kept map was confirmed (two restarts found it, or known pairs it never saw); False
+        exactly when ``fit`` warned that the map may be wrong.
     null_criterion_ : the criterion of random orthogonal maps (mean of 3).
-    history_ : one dict per exploration iteration (restart, iter, objective =
-        mean cosine of the block assignment, criterion and gain = last held-out
-        evaluation), one per polishing round (stage = "polish", restart, iter,
-        objective = mean CSLS score, changed = share of matches that changed), one per
-        lifted low-dimensional restart (stage = "lowdim", restart, iter, criterion, gain),
-        one per refinement round (stage = "transport", iter, objective).
+    history_ : one dict per exploration iteration (restart, iter, objective = mean cosine of the block assignment,
+        criterion and gain = last held-out evaluation), one per polishing round (stage = "polish", restart, iter,
+        objective = mean CSLS score, changed = share of matches that changed), one per lifted low-dimensional
+        restart (stage = "lowdim", restart, iter, criterion, gain), one per refinement round (stage = "transport",
+        iter, eps, objective).
     """
 
     _state = ("W_", "mean_a_", "mean_b_")
@@ -194,9 +182,11 @@ class Isometric(Translator):
         min_gain: float = 0.5,
         agree: float = 0.7,
         polish_iter: int = 5,
-        ot_iter: int = 2,
+        ot_iter: int = 8,
         ot_eps: float = 0.05,
+        ot_scan: int = 4,
         ot_rows: int = 12000,
+        refine_rows: int = 5000,
         n_clusters: int = 20,
         anchor_runs: int = 30,
         qap_restarts: int = 30,
@@ -226,7 +216,9 @@ class Isometric(Translator):
         self.polish_iter = polish_iter
         self.ot_iter = ot_iter
         self.ot_eps = ot_eps
+        self.ot_scan = ot_scan
         self.ot_rows = ot_rows
+        self.refine_rows = refine_rows
         self.n_clusters = n_clusters
         self.anchor_runs = anchor_runs
         self.qap_restarts = qap_restarts
@@ -248,7 +240,9 @@ class Isometric(Translator):
         check_positive_int(self.n_quantiles, "n_quantiles", minimum=2)
         for name in ("polish_iter", "ot_iter", "lowdim", "lowdim_restarts"):
             check_positive_int(getattr(self, name), name, minimum=0)
-        check_positive_int(self.ot_rows, "ot_rows", minimum=2)
+        check_positive_int(self.ot_scan, "ot_scan")
+        for name in ("ot_rows", "refine_rows"):
+            check_positive_int(getattr(self, name), name, minimum=2)
         check_positive_int(self.seed, "seed", minimum=0)
         check_choice(self.init, "init", INITS)
         check_real(self.val_fraction, "val_fraction", 0, 0.5, open_low=True, open_high=True)
@@ -370,17 +364,17 @@ class Isometric(Translator):
                 RuntimeWarning, stacklevel=3)
         self.restarts_ = results
         self.chosen_restart_ = chosen
-        self.W_ = maps[0] if pairs_note and chosen == 0 else self._refine(Xp, Yp, maps[chosen], rng, criterion)[0]
+        self.W_ = maps[0] if pairs_note and chosen == 0 else self._final_refine(Xf, Yf, Xp, Yp, maps[chosen], rng,
+                                                                                 criterion, 1e-3 * scale)
         del self._known
 
     def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> Optional[str]:
-        """Known pairs: one start from their relative representations, then an annealed entropic
-        refinement on the fit rows, where hard CSLS matching pulls such a start away (``docs/
-        translation.md``); the held-out rows judge the result. Confirmed when the same refinement on
-        each half of the fit rows agrees (``agree``) or, with at least 4 pairs, when one fitted
-        on half of them finds at least half (and two) of the others (:func:`_confirms`; right
-        maps on 2.5k-5.7k rows per half agreed only 0.40-0.69). Returns None when confirmed,
-        else what the warning says of it (the search without pairs follows)."""
+        """Known pairs: one start from their relative representations, then an annealed entropic refinement on the fit
+        rows, where hard CSLS matching pulls such a start away (``docs/translation.md``); the held-out rows judge the
+        result. Confirmed when the same refinement on each half of the fit rows agrees (``agree``) or, with at least
+        4 pairs, when one fitted on half of them finds at least half (and two) of the others (:func:`_confirms`;
+        right maps on 2.5k-5.7k rows per half agreed only 0.40-0.69). Returns None when confirmed, else what the
+        warning says of it (the search without pairs follows)."""
         W0 = self._initial_map(Xf, Yf, rng, 0)
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
         halves = [self._refine(Xf[rng.permutation(len(Xf))[: len(Xf) // 2]], Yf[rng.permutation(len(Yf))[: len(Yf) // 2]],
@@ -409,11 +403,10 @@ class Isometric(Translator):
                 f"halves of the rows agree {agree:.2f}, agree={self.agree}{held_msg}): give more pairs.")
 
     def _procrustes(self, M: np.ndarray, n_matched: int) -> np.ndarray:
-        """``polar(M)``, with the known pairs added to the cross-covariance ``M`` of
-        ``n_matched`` matched rows: together they weigh ``pair_weight`` times as much as
-        those rows (each pair counts ``pair_weight · n_matched / m`` times), so a few
-        pairs hold the map where the matching is unsure (Schnaus et al. 2026 add known
-        pairs as linear terms to the matching and Procrustes objectives likewise)."""
+        """``polar(M)``, with the known pairs added to the cross-covariance ``M`` of ``n_matched`` matched rows:
+        together they weigh ``pair_weight`` times as much as those rows (each pair ``pair_weight · n_matched / m``),
+        so a few pairs hold the map where the matching is unsure (Schnaus et al. 2026 add known pairs as linear
+        terms to the matching and Procrustes objectives likewise)."""
         if self._known is not None:
             Kx, Ky = self._known
             M = M + (self.pair_weight * n_matched / len(Kx)) * cross(Kx, Ky)
@@ -438,23 +431,22 @@ class Isometric(Translator):
                                     signatures(Yf[ib], self.n_quantiles))
 
     def _dictionary_map(self, Xs: np.ndarray, Ys: np.ndarray, Da: np.ndarray, Db: np.ndarray) -> np.ndarray:
-        """Procrustes on VecMap's dictionary: each row of either side with its CSLS-best
-        row of the other (the union of both directions), matched on descriptors Da, Db
-        of the rows of Xs, Ys."""
+        """Procrustes on VecMap's dictionary: each row of either side with its CSLS-best row of the other (the
+        union of both directions), matched on descriptors Da, Db of the rows of Xs, Ys."""
         fwd, _, bwd = csls_match(Da, Db, min(self.csls_k, len(Da), len(Db)))
         i = np.concatenate([np.arange(len(Da)), bwd])
         j = np.concatenate([fwd, np.arange(len(Db))])
         return self._procrustes(cross(Xs[i], Ys[j]), len(i))
 
     def _lowdim_search(self, Xf, Yf, Xv, Yv, rng, criterion, null, scale, record, passed) -> None:
-        """Restarts in each side's top ``lowdim`` principal directions, when no full restart was
-        confirmed (Hoshen & Wolf 2018, EMNLP: many cheap restarts after PCA to ~50 d), where starts
-        land near the right map far more often; each is lifted by Procrustes on its CSLS dictionary
-        of the fit rows and polished. In rounds of ``_LOWDIM_ROUND``, the round's two best get cycles
-        of the annealed refinement (its best step, or that polished) while the criterion rises, and
-        join the restarts (``"lowdim": True``) until one is confirmed. Full restarts that passed
-        ``min_gain`` (``passed``: criterion, index, iterations, map) compete for the first round's
-        places, annealed in place: maps from different starts agree only after the same treatment."""
+        """Restarts in each side's top ``lowdim`` principal directions, when no full restart was confirmed
+        (Hoshen & Wolf 2018, EMNLP: many cheap restarts after PCA to ~50 d), where starts land near the right
+        map far more often; each is lifted by Procrustes on its CSLS dictionary of the fit rows and polished. In
+        rounds of ``_LOWDIM_ROUND``, the round's two best get cycles of the annealed refinement (its best step,
+        or that polished) while the criterion rises, and join the restarts (``"lowdim": True``) until one is
+        confirmed. Full restarts that passed ``min_gain`` (``passed``: criterion, index, iterations, map)
+        compete for the first round's places, annealed in place: maps from different starts agree only after the
+        same treatment."""
         k = self.lowdim
         if not self.lowdim_restarts or k == 0 or k >= min(Xf.shape[1], Yf.shape[1]):
             return
@@ -557,28 +549,37 @@ class Isometric(Translator):
         return W
 
     def _refine(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, rng: np.random.Generator, criterion,
-                eps: Optional[Sequence[float]] = None) -> Tuple[np.ndarray, float]:
-        """Wasserstein-Procrustes steps with an entropic plan (Grave et al. 2019):
-        ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan of the similarities under W, on one random
-        subsample of at most ``ot_rows`` rows per side; one step per value of ``eps`` (default:
-        ``ot_iter`` steps at ``ot_eps``). Returns the best map by ``criterion`` along the way (the
-        start included) and its criterion: a few soft steps lift a map, many drift to the plan's
-        own fixed point, lower with few rows or on hard pairs (``docs/translation.md``)."""
-        eps = [self.ot_eps] * self.ot_iter if eps is None else list(eps)
+                eps: Sequence[float]) -> Tuple[np.ndarray, float]:
+        """Entropic Wasserstein-Procrustes steps (:func:`transport_step`), one per value of ``eps``, on one random
+        subsample of at most ``ot_rows`` rows per side. Returns the best map by ``criterion`` along the way (the start
+        included) and its criterion: a few soft steps lift a map, many drift to the plan's own fixed point, lower with
+        few rows or on hard pairs (``docs/translation.md``)."""
         Xs, Ys = subsample(Xp, self.ot_rows, rng), subsample(Yp, self.ot_rows, rng)
         best = (criterion(W), W)
         for step, e in enumerate(eps):
-            A, B = common_space(Xs, Ys, W)
-            P = entropic_plan(A, B, e, SINKHORN_ITERS)
-            # Xᵀ P Y, with the n×n product on the narrower side
-            M = cross(P.T @ Xs, Ys) if Xs.shape[1] <= Ys.shape[1] else cross(Xs, P @ Ys)
-            del P
-            W = self._procrustes(M, len(Xs))
-            # tr(Wᵀ M) / n_a: the mean similarity the plan transports (its rows sum to 1)
-            self.history_.append({"stage": "transport", "iter": step + 1, "eps": e,
-                                  "objective": float(np.sum(W * M)) / len(Xs)})
+            W = self._transport(Xs, Ys, W, e, step + 1)
             best = max(best, (criterion(W), W), key=lambda t: t[0])
         return best[1], best[0]
+
+    def _final_refine(self, Xf, Yf, Xp, Yp, W, rng, criterion, tol) -> np.ndarray:
+        """Entropic steps on the kept map at the temperature and for the number of steps the criterion
+        prefers (:func:`best_schedule` on the fit rows: ``ot_eps · 2^j``, up to ``ot_iter`` steps), then
+        run on all rows. Few rows per side need a warmer plan, averaging over more of them, and more
+        steps; many rows a cooler one (minilm -> mpnet: best ε 0.2 at 2k rows per side, 0.1 at 5k, 0.05
+        at 11.5k); a start at the plan's fixed point is left as it is (``docs/translation.md``)."""
+        Xs, Ys = subsample(Xf, self.refine_rows, rng), subsample(Yf, self.refine_rows, rng)
+        eps = [self.ot_eps * 2 ** j for j in range(self.ot_scan)]
+        e, steps, _ = best_schedule(lambda W, e, i: self._transport(Xs, Ys, W, e, i), W, criterion, eps,
+                                    self.ot_iter, tol)
+        Xs, Ys = subsample(Xp, self.refine_rows, rng), subsample(Yp, self.refine_rows, rng)
+        for i in range(1, steps + 1):
+            W = self._transport(Xs, Ys, W, e, i)
+        return W
+
+    def _transport(self, Xs: np.ndarray, Ys: np.ndarray, W: np.ndarray, eps: float, step: int) -> np.ndarray:
+        W, objective = transport_step(Xs, Ys, W, eps, self._procrustes)
+        self.history_.append({"stage": "transport", "iter": step, "eps": eps, "objective": objective})
+        return W
 
     # -- transform / persistence -----------------------------------------
     def _transform(self, X: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ semi-orthogonal when the widths differ.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from align.knn import knn, knn_both
 from .paired import orthogonal_procrustes
 
 __all__ = [
-    "unit_rows", "polar", "random_map", "cross", "entropic_plan", "common_space", "csls_match",
+    "unit_rows", "polar", "random_map", "cross", "entropic_plan", "transport_step", "best_schedule", "common_space",
+    "csls_match",
     "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
     "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
 ]
@@ -75,6 +76,44 @@ def entropic_plan(A: np.ndarray, B: np.ndarray, eps: float, n_iter: int) -> np.n
     return K
 
 
+def transport_step(X: np.ndarray, Y: np.ndarray, W: np.ndarray, eps: float,
+                   procrustes: Optional[Callable[[np.ndarray, int], np.ndarray]] = None) -> Tuple[np.ndarray, float]:
+    """One Wasserstein-Procrustes step (Grave, Joulin & Berthet 2019): ``W <- polar(Xᵀ P Y)``, P the
+    entropic plan (:func:`entropic_plan`) of the similarities under W at temperature ``eps``: each row
+    of X pulled toward a weighted average of Y's. ``procrustes(M, n_rows)`` replaces the polar factor
+    (known pairs add their own term). Returns the map and ``tr(Wᵀ M) / n_a``, the mean similarity the
+    plan transports (its rows sum to 1)."""
+    P = entropic_plan(*common_space(X, Y, W), eps, SINKHORN_ITERS)
+    # Xᵀ P Y, with the n×n product on the narrower side
+    M = cross(P.T @ X, Y) if X.shape[1] <= Y.shape[1] else cross(X, P @ Y)
+    del P
+    W = polar(M) if procrustes is None else procrustes(M, len(X))
+    return W, float(np.sum(W * M)) / len(X)
+
+
+def best_schedule(step: Callable[[np.ndarray, float, int], np.ndarray], W: np.ndarray,
+                  criterion: Callable[[np.ndarray], float], eps_values: Sequence[float], max_steps: int,
+                  tol: float, patience: int = 2) -> Tuple[float, int, float]:
+    """The temperature and number of steps of an iterated refinement that ``criterion`` (higher is
+    better) prefers: from W, for each ε of ``eps_values``, ``W <- step(W, ε, i)`` for i = 1 ..
+    ``max_steps``, ended after ``patience`` steps without a gain of ``tol`` on that ε's best. Returns
+    (ε, steps, criterion) of the best map seen; steps 0 when none beat W. Every ε is tried: the
+    criterion along ε need not be unimodal (minilm -> mpnet at 2k rows per side: 0.05 > 0.1 < 0.2)."""
+    best = (eps_values[0], 0, criterion(W))
+    for e in eps_values:
+        W_e, top, stall = W, -np.inf, 0
+        for i in range(1, max_steps + 1):
+            W_e = step(W_e, e, i)
+            crit = criterion(W_e)
+            stall = 0 if crit > top + tol else stall + 1
+            top = max(top, crit)
+            if crit > best[2]:
+                best = (e, i, crit)
+            if stall >= patience:
+                break
+    return best
+
+
 def common_space(X: np.ndarray, Y: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(A, B) with ``A @ B.T = cos(X W, Y)`` for unit rows, in min(d_a, d_b) dims.
 
@@ -118,14 +157,15 @@ def signatures(Z: np.ndarray, n_quantiles: int) -> np.ndarray:
     with one_blas_thread():
         lam, V = np.linalg.eigh(Z64.T @ Z64)
     keep = lam > 1e-12 * max(lam[-1], 0.0)
-    F = Z64 @ (V[:, keep] / lam[keep] ** 0.25)
+    F = (Z64 @ (V[:, keep] / lam[keep] ** 0.25)).astype(np.float32)
+    # float32 and sorted in place (ascending, read from the end): the n×n Gram is the
+    # cost (4x faster at 4000 rows than a float64 sort of its negation); the values read
+    # differ from float64's by float32 rounding only
     G = F @ F.T
-    G = -np.sort(-G, axis=1)
+    G.sort(axis=1)
     m = G.shape[1]
-    if n_quantiles < m:
-        pos = np.unique(np.geomspace(1, m, n_quantiles).astype(np.int64)) - 1
-        G = G[:, pos]
-    G = unit_rows(G)
+    pos = np.arange(m) if n_quantiles >= m else np.unique(np.geomspace(1, m, n_quantiles).astype(np.int64)) - 1
+    G = unit_rows(G[:, m - 1 - pos].astype(np.float64))
     G = G - G.mean(axis=0)
     return unit_rows(G)
 
