@@ -482,9 +482,9 @@ def test_isometric_refinement_keeps_the_best_map_along_its_steps():
 
 
 def test_best_schedule_scans_every_temperature_and_stops_each_on_patience():
-    """The criterion along ε need not be unimodal: the best (ε, steps) is found past a worse ε;
-    each ε stops after ``patience`` steps without a gain of ``tol``; no step above the start
-    gives 0 steps."""
+    """The criterion along ε need not be unimodal: the best (ε, steps) is found past a worse ε,
+    and the scan ends after two worse ones in a row; each ε stops after ``patience`` steps without
+    a gain of ``tol``; no step above the start gives 0 steps."""
     from translate.matching import best_schedule
 
     scores = {0.1: [0.5, 0.6, 0.55, 0.58, 0.9], 0.2: [0.4, 0.3, 0.2], 0.4: [0.7, 0.8, 0.95, 0.94, 0.93, 0.99]}
@@ -499,6 +499,11 @@ def test_best_schedule_scans_every_temperature_and_stops_each_on_patience():
     assert calls == [(0.1, 1), (0.1, 2), (0.1, 3), (0.1, 4), (0.2, 1), (0.2, 2), (0.2, 3), (0.4, 1), (0.4, 2),
                      (0.4, 3), (0.4, 4), (0.4, 5)]
     assert best_schedule(step, np.array([1.0]), lambda W: float(W[0]), [0.2], 6, 0.01) == (0.2, 0, 1.0)
+    # two values of ε in a row that beat no earlier one end the scan: 0.4 is never tried
+    scores[0.3] = [0.5, 0.4, 0.3]
+    calls.clear()
+    assert best_schedule(step, np.array([0.0]), lambda W: float(W[0]), [0.1, 0.2, 0.3, 0.4], 6, 0.01) == (0.1, 2, 0.6)
+    assert {e for e, _ in calls} == {0.1, 0.2, 0.3}
 
 
 def test_isometric_ot_iter_zero_runs_no_final_refinement():

@@ -95,11 +95,12 @@ def best_schedule(step: Callable[[np.ndarray, float, int], np.ndarray], W: np.nd
                   criterion: Callable[[np.ndarray], float], eps_values: Sequence[float], max_steps: int,
                   tol: float, patience: int = 2) -> Tuple[float, int, float]:
     """The temperature and number of steps of an iterated refinement that ``criterion`` (higher is
-    better) prefers: from W, for each ε of ``eps_values``, ``W <- step(W, ε, i)`` for i = 1 ..
-    ``max_steps``, ended after ``patience`` steps without a gain of ``tol`` on that ε's best. Returns
-    (ε, steps, criterion) of the best map seen; steps 0 when none beat W. Every ε is tried: the
-    criterion along ε need not be unimodal (minilm -> mpnet at 2k rows per side: 0.05 > 0.1 < 0.2)."""
-    best = (eps_values[0], 0, criterion(W))
+    better) prefers: from W, for each ε of ``eps_values`` in turn, ``W <- step(W, ε, i)`` for i = 1 ..
+    ``max_steps``, ended after ``patience`` steps without a gain of ``tol`` on that ε's best; the scan
+    ends after ``patience`` values of ε in a row that beat no earlier one (the criterion along ε need
+    not be unimodal: minilm -> mpnet at 2k rows per side, 0.05 > 0.1 < 0.2). Returns (ε, steps,
+    criterion) of the best map seen; steps 0 when none beat W."""
+    best, behind = (eps_values[0], 0, criterion(W)), 0
     for e in eps_values:
         W_e, top, stall = W, -np.inf, 0
         for i in range(1, max_steps + 1):
@@ -111,6 +112,9 @@ def best_schedule(step: Callable[[np.ndarray, float, int], np.ndarray], W: np.nd
                 best = (e, i, crit)
             if stall >= patience:
                 break
+        behind = 0 if best[0] == e else behind + 1
+        if behind >= patience:
+            break
     return best
 
 
