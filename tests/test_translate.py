@@ -663,6 +663,7 @@ def test_isometric_transform_wrong_width(iso32):
         (dict(ot_eps=float("inf")), "ot_eps"),
         (dict(ot_iter=-1), "ot_iter"),
         (dict(ot_rows=1), "ot_rows"),
+        (dict(ot_scan=0), "ot_scan"),
         (dict(explore_rows=0), "explore_rows"),
         (dict(lowdim=-1), "lowdim"),
         (dict(lowdim_restarts=1.5), "lowdim_restarts"),

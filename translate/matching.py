@@ -20,8 +20,7 @@ from .paired import orthogonal_procrustes
 
 __all__ = [
     "unit_rows", "polar", "random_map", "cross", "entropic_plan", "transport_step", "best_schedule", "common_space",
-    "csls_match",
-    "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
+    "csls_match", "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
     "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
 ]
 
@@ -97,8 +96,9 @@ def best_schedule(step: Callable[[np.ndarray, float, int], np.ndarray], W: np.nd
     """The temperature and number of steps of an iterated refinement that ``criterion`` (higher is
     better) prefers: from W, for each ε of ``eps_values`` in turn, ``W <- step(W, ε, i)`` for i = 1 ..
     ``max_steps``, ended after ``patience`` steps without a gain of ``tol`` on that ε's best; the scan
-    ends after ``patience`` values of ε in a row that beat no earlier one (the criterion along ε need
-    not be unimodal: minilm -> mpnet at 2k rows per side, 0.05 > 0.1 < 0.2). Returns (ε, steps,
+    ends after ``patience`` values of ε in a row that do not hold the best so far (W itself counts as
+    the first ε's; the criterion along ε need not be unimodal: minilm -> mpnet at 2k rows per side,
+    0.05 > 0.1 < 0.2). Returns (ε, steps,
     criterion) of the best map seen; steps 0 when none beat W."""
     best, behind = (eps_values[0], 0, criterion(W)), 0
     for e in eps_values:
