@@ -964,3 +964,45 @@ def test_translation_mutual_knn_by_hand():
     from translate.evaluate import translation_mutual_knn
 
     assert translation_mutual_knn(Yh, Y, 1) == pytest.approx(0.75)
+
+
+def test_mean_map_is_the_rotation_halfway():
+    """polar(W1 + W2): of a map with itself, the map; of two rotations by +-t in one plane, the identity;
+    of R and R·G(2t), R·G(t); semi-orthogonal inputs give a semi-orthogonal mean."""
+    from translate.matching import mean_map
+
+    rng = np.random.default_rng(0)
+    R = _orth(rng, 6, 6)
+
+    def turn(t):
+        G = np.eye(6)
+        G[:2, :2] = [[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]
+        return G
+
+    np.testing.assert_allclose(mean_map(R, R), R, atol=1e-6)
+    np.testing.assert_allclose(mean_map(turn(0.4), turn(-0.4)), np.eye(6), atol=1e-6)
+    np.testing.assert_allclose(mean_map(R, R @ turn(1.0)), R @ turn(0.5), atol=1e-6)
+    S1, S2 = _orth(rng, 4, 6), _orth(rng, 4, 6)
+    M = mean_map(S1, S2)
+    assert M.shape == (4, 6)
+    np.testing.assert_allclose(M @ M.T, np.eye(4), atol=1e-5)
+
+
+def test_isometric_two_agreeing_maps_start_the_refinement_from_their_mean_when_the_criterion_prefers_it(monkeypatch):
+    """Of two restarts that found the same map, the final refinement starts from the better one or from
+    their mean (:func:`translate.matching.mean_map`), whichever the held-out criterion scores higher;
+    ``history_`` records the choice. Here the "mean" is swapped for the true map, which the criterion
+    prefers, and for the reverse of the true map, which it does not."""
+    import translate.isometric as iso_mod
+
+    X, Y, _, _, Q = iso_data(16, 16, n_test=10)
+    starts = []
+    real_final = Isometric._final_refine
+    monkeypatch.setattr(Isometric, "_final_refine", lambda self, *a: starts.append(a[4]) or real_final(self, *a))
+    for stand_in, kept in ((Q, True), (-Q, False)):
+        monkeypatch.setattr(iso_mod, "mean_map", lambda W1, W2, M=stand_in: M.astype(np.float32))
+        m = Isometric(seed=0, ot_iter=1, **ISO).fit(X, Y)
+        [e] = [e for e in m.history_ if e.get("stage") == "mean"]
+        assert m.confirmed_ and e["kept"] is kept
+        assert e["kept"] == (e["criterion"] > m.restarts_[m.chosen_restart_]["criterion"])
+        assert np.array_equal(starts[-1], Q.astype(np.float32)) is kept

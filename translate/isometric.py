@@ -32,7 +32,8 @@ Steps
    may be wrong.
 6. Polishing: rounds of CSLS matching of every fit row, both directions (VecMap's union), and Procrustes on all the
    matches, until fewer than 0.5% of them change.
-7. Entropic refinement of the kept map (Grave et al. 2019): steps ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan
+7. Entropic refinement of the kept map (of two that agree, the better or their mean, by the criterion; Grave et
+   al. 2019): steps ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan
    (Cuturi 2013) of the similarities under W at temperature ε: each row pulled toward a weighted average. ε and the
    number of steps are chosen by the criterion on the fit rows, then run on all rows; the other entropic
    refinements (step 8's annealing, the known pairs') keep their best step by the criterion.
@@ -64,7 +65,7 @@ from align.validation import check_choice, check_positive_int, check_real
 
 from .base import Translator
 from .matching import (best_schedule, block_assignment, centroid_anchors, common_space, cross, csls_match,
-                       pairs_found, polar, random_map, relative_targets, signatures, subsample, transport_step,
+                       mean_map, pairs_found, polar, random_map, relative_targets, signatures, subsample, transport_step,
                        unit_rows)
 from .paired import SpacePrep, check_map_state
 
@@ -151,8 +152,8 @@ class Isometric(Translator):
     history_ : one dict per exploration iteration (restart, iter, objective = mean cosine of the block assignment,
         criterion and gain = last held-out evaluation), one per polishing round (stage = "polish", restart, iter,
         objective = mean CSLS score, changed = share of matches that changed), one per lifted low-dimensional
-        restart (stage = "lowdim", restart, iter, criterion, gain), one per refinement round (stage = "transport",
-        iter, eps, objective).
+        restart (stage = "lowdim", restart, iter, criterion, gain), one for the mean of two agreeing maps (stage =
+        "mean", criterion, kept), one per refinement round (stage = "transport", iter, eps, objective).
     """
 
     _state = ("W_", "mean_a_", "mean_b_")
@@ -181,7 +182,7 @@ class Isometric(Translator):
         min_gain: float = 0.5,
         agree: float = 0.7,
         polish_iter: int = 5,
-        ot_iter: int = 8,
+        ot_iter: int = 20,
         ot_eps: float = 0.05,
         ot_scan: int = 4,
         ot_rows: int = 12000,
@@ -340,9 +341,14 @@ class Isometric(Translator):
             self._lowdim_search(Xf, Yf, Xv, Yv, rng, criterion, null, scale, record, passed)
         confirmed = [i for i, res in enumerate(results) if _confirms(res)]
         self.confirmed_ = bool(confirmed)
-        if confirmed:  # the map two restarts found (the better of the pair), or the pairs confirm
+        if confirmed:  # the map two restarts found (the better of the pair, or their mean), or the pairs confirm
             i, j = confirmed[0], results[confirmed[0]]["agrees_with"]
             chosen = i if j is None or results[i]["criterion"] >= results[j]["criterion"] else j
+            if j is not None:  # their mean where the criterion prefers it: maps from other starts err partly apart
+                W_m = mean_map(maps[i], maps[j])
+                crit_m = criterion(W_m)
+                self.history_.append({"stage": "mean", "criterion": crit_m, "kept": crit_m > results[chosen]["criterion"]})
+                maps[chosen] = W_m if self.history_[-1]["kept"] else maps[chosen]
         else:
             # Polishing can lift a restart in the basin past others (and reorder them),
             # so the two best unpolished ones are polished before the choice.
@@ -494,7 +500,6 @@ class Isometric(Translator):
         block = min(self.batch_size, max(_MIN_ROWS // 2, min(len(Xf), len(Yf)) // 2))
         best, best_W, stall = -np.inf, W, 0
         crit = criterion(W)
-        it = 0
         for it in range(1, self.n_iter + 1):
             Xs, Ys = subsample(Xf, self.explore_rows, rng), subsample(Yf, self.explore_rows, rng)
             A, B = common_space(Xs, Ys, W)
@@ -585,11 +590,9 @@ class Isometric(Translator):
 
     def _check_state(self) -> None:
         check_map_state(self)
-        if not isinstance(self.restarts_, list) or not isinstance(self.chosen_restart_, int):
-            raise ValueError("Isometric: saved restarts_/chosen_restart_ are malformed")
-        if not 0 <= self.chosen_restart_ < len(self.restarts_):
-            raise ValueError(f"Isometric: saved chosen_restart_={self.chosen_restart_} is not one of "
-                             f"{len(self.restarts_)} restarts")
+        rs, c = self.restarts_, self.chosen_restart_
+        if not isinstance(rs, list) or not isinstance(c, int) or not 0 <= c < len(rs):
+            raise ValueError(f"Isometric: saved chosen_restart_={c!r} is not the index of one of the saved restarts_")
         if not isinstance(self.confirmed_, bool):
             raise ValueError(f"Isometric: saved confirmed_ must be true or false, got {self.confirmed_!r}")
         c = self.null_criterion_

@@ -19,7 +19,7 @@ from align.knn import knn, knn_both
 from .paired import orthogonal_procrustes
 
 __all__ = [
-    "unit_rows", "polar", "random_map", "cross", "entropic_plan", "transport_step", "best_schedule", "common_space",
+    "unit_rows", "polar", "mean_map", "random_map", "cross", "entropic_plan", "transport_step", "best_schedule", "common_space",
     "csls_match", "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
     "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
 ]
@@ -36,6 +36,13 @@ def unit_rows(Z: np.ndarray) -> np.ndarray:
 
 def polar(M: np.ndarray) -> np.ndarray:
     return orthogonal_procrustes(M).astype(np.float32)
+
+
+def mean_map(W1: np.ndarray, W2: np.ndarray) -> np.ndarray:
+    """The (semi-)orthogonal map nearest the mean of two, ``polar(W1 + W2)``: Procrustes on their summed
+    cross-covariances. Of two estimates of one map from different starts, it averages their partly
+    independent errors; of two rotations it is the rotation halfway between them."""
+    return polar(np.asarray(W1, np.float64) + W2)
 
 
 def random_map(d_a: int, d_b: int, rng: np.random.Generator) -> np.ndarray:
