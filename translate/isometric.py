@@ -590,9 +590,9 @@ class Isometric(Translator):
 
     def _check_state(self) -> None:
         check_map_state(self)
-        rs, c = self.restarts_, self.chosen_restart_
-        if not isinstance(rs, list) or not isinstance(c, int) or not 0 <= c < len(rs):
-            raise ValueError(f"Isometric: saved chosen_restart_={c!r} is not the index of one of the saved restarts_")
+        rs, k = self.restarts_, self.chosen_restart_
+        if not isinstance(rs, list) or not isinstance(k, int) or not 0 <= k < len(rs):
+            raise ValueError(f"Isometric: saved chosen_restart_={k!r} is not the index of one of the saved restarts_")
         if not isinstance(self.confirmed_, bool):
             raise ValueError(f"Isometric: saved confirmed_ must be true or false, got {self.confirmed_!r}")
         c = self.null_criterion_

@@ -19,8 +19,8 @@ from align.knn import knn, knn_both
 from .paired import orthogonal_procrustes
 
 __all__ = [
-    "unit_rows", "polar", "mean_map", "random_map", "cross", "entropic_plan", "transport_step", "best_schedule", "common_space",
-    "csls_match", "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
+    "unit_rows", "polar", "mean_map", "random_map", "cross", "entropic_plan", "transport_step", "best_schedule",
+    "common_space", "csls_match", "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
     "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
 ]
 
