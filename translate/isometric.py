@@ -33,10 +33,9 @@ Steps
 6. Polishing: rounds of CSLS matching of every fit row, both directions (VecMap's union), and Procrustes on all the
    matches, until fewer than 0.5% of them change.
 7. Entropic refinement of the kept map (of two that agree, the better or their mean, by the criterion; Grave et
-   al. 2019): steps ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan
-   (Cuturi 2013) of the similarities under W at temperature ε: each row pulled toward a weighted average. ε and the
-   number of steps are chosen by the criterion on the fit rows, then run on all rows; the other entropic
-   refinements (step 8's annealing, the known pairs') keep their best step by the criterion.
+   al. 2019): steps ``W <- polar(Xᵀ P Y)``, P the Sinkhorn plan (Cuturi 2013) of the similarities under W at
+   temperature ε: each row pulled toward a weighted average. ε and the number of steps are chosen by the criterion
+   on the fit rows, then run on all rows; the other refinements (step 8, the known pairs') keep their best step.
 8. Low-dimensional restarts, when none is confirmed: in each side's top ``lowdim`` principal directions, lifted,
    polished; in rounds of 8, each round's two best annealed, until one is confirmed or ``lowdim_restarts`` have run.
 
@@ -347,8 +346,9 @@ class Isometric(Translator):
             if j is not None:  # their mean where the criterion prefers it: maps from other starts err partly apart
                 W_m = mean_map(maps[i], maps[j])
                 crit_m = criterion(W_m)
-                self.history_.append({"stage": "mean", "criterion": crit_m, "kept": crit_m > results[chosen]["criterion"]})
-                maps[chosen] = W_m if self.history_[-1]["kept"] else maps[chosen]
+                kept = crit_m > results[chosen]["criterion"]
+                self.history_.append({"stage": "mean", "criterion": crit_m, "kept": kept})
+                maps[chosen] = W_m if kept else maps[chosen]
         else:
             # Polishing can lift a restart in the basin past others (and reorder them),
             # so the two best unpolished ones are polished before the choice.

@@ -20,8 +20,8 @@ from .paired import orthogonal_procrustes
 
 __all__ = [
     "unit_rows", "polar", "mean_map", "random_map", "cross", "entropic_plan", "transport_step", "best_schedule",
-    "common_space", "csls_match", "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels", "centred_kernel",
-    "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
+    "common_space", "csls_match", "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels",
+    "centred_kernel", "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
 ]
 
 # Sinkhorn scalings per transport plan: the refinement's top-1 was the same with 10 and 30
@@ -39,9 +39,10 @@ def polar(M: np.ndarray) -> np.ndarray:
 
 
 def mean_map(W1: np.ndarray, W2: np.ndarray) -> np.ndarray:
-    """The (semi-)orthogonal map nearest the mean of two, ``polar(W1 + W2)``: Procrustes on their summed
-    cross-covariances. Of two estimates of one map from different starts, it averages their partly
-    independent errors; of two rotations it is the rotation halfway between them."""
+    """The (semi-)orthogonal map nearest the mean of two, ``polar(W1 + W2)``: it maximises
+    ``tr(Wᵀ W1) + tr(Wᵀ W2)``, i.e. is nearest both in Frobenius norm. Of two estimates of one map from
+    different starts, it averages their partly independent errors; of two rotations it is the rotation
+    halfway between them."""
     return polar(np.asarray(W1, np.float64) + W2)
 
 
