@@ -16,7 +16,8 @@ Rungs
   hidden state after layer 6 of 12 of all-mpnet-base-v2 (:func:`mpnet_layer`).
 * ``glove-minilm``: the mean of GloVe 6B 50-d word vectors -> minilm.
   Real rungs: A = source on texts [0, n), B = target on texts [n, 2n), pool = texts
-  [``--pool-start``, +pool) embedded by both.
+  [``--pool-start``, +pool) embedded by both; with another ``--n`` than 5000 the rung is
+  ``<name>@<n>`` in the JSON.
 
 Methods on each rung
 --------------------
@@ -26,7 +27,9 @@ Methods on each rung
 * Unpaired: ``isometric`` (:class:`translate.Isometric`), ``v2v-scratch``
   (:class:`translate.Vec2Vec` from a random start) and ``v2v-iso`` (Vec2Vec started
   from the fitted isometric map: the intended use on CPU), each at a fixed number of
-  steps; CPU seconds are recorded (the study runs on one thread).
+  steps; CPU seconds are recorded (the study runs on one thread). ``--v2v-seeds`` repeats the
+  ``v2v-iso`` row with further Vec2Vec seeds (the rung's data and isometric map unchanged): the
+  seed spread table, each seed's gain over ``Isometric`` against the rung's target.
 
 Usage::
 
@@ -248,6 +251,8 @@ V2V_ROWS: Dict[str, Any] = {
     "v2v-scratch": (False, {}),
 }
 CEILINGS = ("procrustes", "ridge", "mlp")
+DEFAULT_N = 5000  # texts per side of a real rung
+SEEDS_KEY = "v2v-iso-seeds"  # rung -> {Vec2Vec seed: the v2v-iso row with that seed} (``--v2v-seeds``)
 
 
 def metrics(Y_hat: np.ndarray, Bt: np.ndarray) -> Dict[str, float]:
@@ -279,12 +284,15 @@ def isometric(D: Dict[str, np.ndarray], path: Path, seed: int):
     return m, cpu
 
 
-def fit_v2v(name: str, D: Dict[str, np.ndarray], iso, args) -> Dict[str, Any]:
+def fit_v2v(name: str, D: Dict[str, np.ndarray], iso, args, seed: Optional[int] = None) -> Dict[str, Any]:
+    """One Vec2Vec row; ``seed`` (default ``--seed``) seeds Vec2Vec only, the data and the isometric map
+    keep ``--seed``."""
     from translate.vec2vec import Vec2Vec
 
     from_iso, extra = V2V_ROWS[name]
     params = dict(hidden=args.hidden, depth=args.depth, batch_size=args.batch_size, steps=args.steps,
-                  lr=args.lr_init if from_iso else args.lr_scratch, seed=args.seed, progress=False, denoise=False)
+                  lr=args.lr_init if from_iso else args.lr_scratch, seed=args.seed if seed is None else seed,
+                  progress=False, denoise=False)
     params.update(extra)
     c0 = time.process_time()
     est = Vec2Vec(init=iso if from_iso else None, **params).fit(D["A"], D["B"])
@@ -305,6 +313,12 @@ def rung_data(rung: str, args) -> Dict[str, np.ndarray]:
     return real_rung(_encoder(src), _encoder(tgt), args.n, args.pool_start, args.pool)
 
 
+def rung_key(rung: str, args) -> str:
+    """The rung's key in the JSON (and its folder of models): a real rung at another ``--n`` than the
+    default is its own rung, ``<rung>@<n>``."""
+    return rung if rung.startswith("synth-w") or args.n == DEFAULT_N else f"{rung}@{args.n}"
+
+
 def run(args) -> Dict[str, Any]:
     import torch
 
@@ -322,11 +336,12 @@ def run(args) -> Dict[str, Any]:
         path.write_text(json.dumps(result, indent=1))
 
     for rung in args.rungs.split(","):
-        todo = [m for m in (*CEILINGS, "isometric", *V2V_ROWS) if (not only or m in only) and m not in rungs.get(rung, {})]
+        key = rung_key(rung, args)
+        todo = [m for m in (*CEILINGS, "isometric", *V2V_ROWS) if (not only or m in only) and m not in rungs.get(key, {})]
         if not todo:
             continue
         D = rung_data(rung, args)
-        R = rungs.setdefault(rung, {})
+        R = rungs.setdefault(key, {})
         R["_shape"] = {k: list(v.shape) for k, v in D.items()}
         iso = None
         for m in todo:
@@ -334,12 +349,26 @@ def run(args) -> Dict[str, Any]:
             if m in CEILINGS:
                 R[m] = metrics(fit_ceiling(m, D, args.seed)(D["At"]), D["Bt"]) | {"cpu_s": round(time.process_time() - t0, 1)}
             elif m == "isometric" or iso is None:
-                iso, cpu = isometric(D, Path(args.models) / rung / "isometric", args.seed)
+                iso, cpu = isometric(D, Path(args.models) / key / "isometric", args.seed)
                 if "isometric" not in R:
                     R["isometric"] = metrics(iso.transform(D["At"]), D["Bt"]) | {"cpu_s": None if cpu is None else round(cpu, 1)}
             if m in V2V_ROWS:
                 R[m] = fit_v2v(m, D, iso, args)
             print(rung, m, R.get(m), flush=True)
+            save()
+    for rung in args.rungs.split(",") if args.v2v_seeds else ():
+        # the seed spread of the v2v-iso row: its other Vec2Vec seeds, the rung's data and isometric map unchanged
+        key = rung_key(rung, args)
+        R = rungs.setdefault(key, {})
+        spread = R.setdefault(SEEDS_KEY, {})
+        todo = [s for s in (int(t) for t in args.v2v_seeds.split(",")) if str(s) not in spread and s != args.seed]
+        if not todo:
+            continue
+        D = rung_data(rung, args)
+        iso, _ = isometric(D, Path(args.models) / key / "isometric", args.seed)
+        for s in todo:
+            spread[str(s)] = fit_v2v("v2v-iso", D, iso, args, seed=s)
+            print(rung, "v2v-iso seed", s, spread[str(s)], flush=True)
             save()
     return result
 
@@ -397,9 +426,28 @@ def summary(result: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def seed_spread(result: Dict[str, Any]) -> str:
+    """Per rung with ``--v2v-seeds`` rows: the gain of Vec2Vec-from-isometric over ``Isometric`` for each
+    Vec2Vec seed (the ``v2v-iso`` row's seed first), their mean, and how many meet the rung's target."""
+    out = ["| rung | target | gain per Vec2Vec seed | mean | seeds meeting it |", "|---|---|---|---|---|"]
+    for rung, R in sorted(result["rungs"].items(), key=_rung_order):
+        if SEEDS_KEY not in R or "v2v-iso" not in R:
+            continue
+        rows = [R["v2v-iso"], *(R[SEEDS_KEY][k] for k in sorted(R[SEEDS_KEY], key=int))]
+        gains = [r["top1"] - R["isometric"]["top1"] for r in rows]
+        gap = R["mlp"]["top1"] - R["procrustes"]["top1"]
+        need = gap / 2 if gap >= 0.05 else -0.005
+        met = sum(g >= need - 1e-9 for g in gains)
+        out.append(f"| `{rung}` | ≥ {need:+.3f} | {' '.join(f'{g:+.3f}' for g in gains)} | {np.mean(gains):+.3f} | "
+                   f"{met} of {len(gains)} |")
+    return "\n".join(out) if len(out) > 2 else ""
+
+
 def markdown(result: Dict[str, Any]) -> str:
-    """The summary, then one table per rung (the rows of :data:`ROW_LABELS`) and the verdict under it."""
-    out = [summary(result), ""]
+    """The summary (and the seed spread, where measured), then one table per rung (the rows of
+    :data:`ROW_LABELS`) and the verdict under it."""
+    spread = seed_spread(result)
+    out = [summary(result), "", *([spread, ""] if spread else [])]
     for rung, R in sorted(result["rungs"].items(), key=_rung_order):
         shape = R.get("_shape", {})
         out.append(f"### `{rung}`  ({shape.get('A', ['?'])[0]} rows per side, pool {shape.get('At', ['?'])[0]})\n")
@@ -446,7 +494,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rungs", default="synth-w0,synth-w1,synth-w1.5,synth-w2,minilm-mpnetL6,glove-minilm")
     ap.add_argument("--only", default="", help="comma list of methods to run (default: all)")
-    ap.add_argument("--n", type=int, default=5000, help="texts per side on the real rungs")
+    ap.add_argument("--n", type=int, default=DEFAULT_N, help="texts per side on the real rungs (another than the "
+                    "default: rung <name>@<n>)")
     ap.add_argument("--pool-start", type=int, default=22000)
     ap.add_argument("--pool", type=int, default=1000)
     ap.add_argument("--syn-n", type=int, default=5000, help="rows per side on the synthetic rungs")
@@ -460,17 +509,24 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--lr-scratch", type=float, default=2e-4)
     ap.add_argument("--lr-init", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--v2v-seeds", default="", help="comma list of further Vec2Vec seeds for the v2v-iso row "
+                    "(same data and isometric map): its seed spread")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="out/ladder.json")
     ap.add_argument("--models", default="out/ladder_models", help="where the fitted isometric maps are kept")
     ap.add_argument("--md", default=None, help="write the docs tables (markdown) from the JSON here, and stop")
     ap.add_argument("--plot", default=None, help="write the ladder figure (PNG) from the JSON here, and stop")
-    ap.add_argument("--merge", default="", help="comma list of further JSON files whose rungs join --json's (with --md / --plot)")
+    ap.add_argument("--merge", default="", help="comma list of further JSON files whose rows join --json's, "
+                    "replacing rows of the same rung and name (with --md / --plot)")
+    ap.add_argument("--save-merged", default=None, help="write the merged JSON here (with --md / --plot)")
     args = ap.parse_args(argv)
     if args.md or args.plot:
         result = json.loads(Path(args.json).read_text())
-        for extra in filter(None, args.merge.split(",")):
-            result["rungs"].update(json.loads(Path(extra).read_text())["rungs"])
+        for extra in filter(None, args.merge.split(",")):  # row by row: a later file's rows replace earlier ones
+            for rung, rows in json.loads(Path(extra).read_text())["rungs"].items():
+                result["rungs"].setdefault(rung, {}).update(rows)
+        if args.save_merged:
+            Path(args.save_merged).write_text(json.dumps(result, indent=1) + "\n")
         if args.md:
             Path(args.md).write_text(markdown(result) + "\n")
         if args.plot:

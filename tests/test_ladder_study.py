@@ -4,6 +4,8 @@ and the tables and verdicts are computed from the JSON as stated."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -54,3 +56,28 @@ def test_summary_applies_the_issue_targets(v2v, met):
     iso_line = next(x for x in md.splitlines() if x.startswith("| `synth-w0`"))
     assert "≥ −0.005" in iso_line and "**yes**" in iso_line
     assert md.index("synth-w0`  (") < md.index("synth-w1.5`  (")  # rungs by strength
+
+
+def test_seed_spread_counts_the_vec2vec_seeds_that_meet_the_rung_target():
+    R = {"procrustes": _row(0.87), "mlp": _row(0.97), "isometric": _row(0.87), "v2v-iso": _row(0.93),
+         L.SEEDS_KEY: {"2": _row(0.90), "1": _row(0.92)}}
+    md = L.markdown({"rungs": {"synth-w1.5": R}})
+    line = next(x for x in md.splitlines() if x.startswith("| `synth-w1.5` | ≥ +0.050"))
+    # the v2v-iso row's seed first, then the others in seed order; their mean; 2 of 3 at +0.050 or more
+    assert "| +0.060 +0.050 +0.030 | +0.047 | 2 of 3 |" in line
+    assert L.seed_spread({"rungs": {"synth-w1.5": {k: v for k, v in R.items() if k != L.SEEDS_KEY}}}) == ""
+
+
+def test_merge_replaces_rows_not_rungs_and_a_real_rung_at_another_size_is_its_own(tmp_path):
+    base = {"rungs": {"synth-w1.5": {"procrustes": _row(0.87), "mlp": _row(0.97), "isometric": _row(0.80)}}}
+    later = {"rungs": {"synth-w1.5": {"isometric": _row(0.87), "v2v-iso": _row(0.93)}}}
+    (tmp_path / "a.json").write_text(json.dumps(base))
+    (tmp_path / "b.json").write_text(json.dumps(later))
+    out = tmp_path / "merged.json"
+    L.main(["--json", str(tmp_path / "a.json"), "--merge", str(tmp_path / "b.json"), "--md", str(tmp_path / "t.md"),
+            "--save-merged", str(out)])
+    rows = json.loads(out.read_text())["rungs"]["synth-w1.5"]
+    assert rows["procrustes"]["top1"] == 0.87 and rows["isometric"]["top1"] == 0.87 and "v2v-iso" in rows
+    args = argparse.Namespace(n=11500)
+    assert L.rung_key("glove-minilm", args) == "glove-minilm@11500" and L.rung_key("synth-w2", args) == "synth-w2"
+    assert L.rung_key("glove-minilm", argparse.Namespace(n=L.DEFAULT_N)) == "glove-minilm"
