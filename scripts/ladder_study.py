@@ -385,18 +385,29 @@ ROW_LABELS = {
 }
 
 
+def rung_target(R: Dict[str, Any]) -> Optional[float]:
+    """The issue's target on one rung for Vec2Vec-from-isometric − Isometric: half the paired MLP − Procrustes
+    margin where it is 0.05 or more (curved), −0.005 where the margin is under 0.01 (isometric), else none."""
+    gap = R["mlp"]["top1"] - R["procrustes"]["top1"]
+    return gap / 2 if gap >= 0.05 else (-0.005 if abs(gap) < 0.01 else None)
+
+
+def _meets(gain: float, need: float) -> bool:
+    return gain >= need - 1e-9
+
+
 def verdict(R: Dict[str, Any]) -> str:
     """The issue's targets on one rung, from its numbers."""
-    gap = R["mlp"]["top1"] - R["procrustes"]["top1"]
     if "v2v-iso" not in R:
         return ""
+    gap = R["mlp"]["top1"] - R["procrustes"]["top1"]
     gain = R["v2v-iso"]["top1"] - R["isometric"]["top1"]
+    need = rung_target(R)
     if gap >= 0.05:
-        need = gap / 2
         return (f"curved (MLP − Procrustes = {gap:+.3f}): Vec2Vec-from-isometric − Isometric = {gain:+.3f}, "
-                f"target ≥ {need:+.3f}: **{'met' if gain >= need - 1e-9 else 'not met'}**")
+                f"target ≥ {need:+.3f}: **{'met' if _meets(gain, need) else 'not met'}**")
     return f"MLP − Procrustes = {gap:+.3f} (< 0.05): Vec2Vec-from-isometric − Isometric = {gain:+.3f}" + (
-        f", target ≥ −0.005: **{'met' if gain >= -0.005 - 1e-9 else 'not met'}**" if abs(gap) < 0.01 else "")
+        f", target ≥ −0.005: **{'met' if _meets(gain, need) else 'not met'}**" if need is not None else "")
 
 
 def _rung_order(item):
@@ -414,12 +425,9 @@ def summary(result: Dict[str, Any]) -> str:
             continue
         gap = R["mlp"]["top1"] - R["procrustes"]["top1"]
         gain = R["v2v-iso"]["top1"] - R["isometric"]["top1"]
-        if gap >= 0.05:
-            target, met = f"≥ {gap / 2:+.3f}", gain >= gap / 2 - 1e-9
-        elif abs(gap) < 0.01:
-            target, met = "≥ −0.005", gain >= -0.005 - 1e-9
-        else:
-            target, met = "(gap < 0.05: none)", None
+        need = rung_target(R)
+        target = "(gap < 0.05: none)" if need is None else f"≥ {need:+.3f}".replace("-", "−")
+        met = None if need is None else _meets(gain, need)
         out.append(f"| `{rung}` | {R['procrustes']['top1']:.3f} | {R['mlp']['top1']:.3f} | {gap:+.3f} | "
                    f"{R['isometric']['top1']:.3f} | {R['v2v-iso']['top1']:.3f} | {gain:+.3f} | {target} | "
                    f"{'' if met is None else ('**yes**' if met else '**no**')} |")
@@ -435,11 +443,10 @@ def seed_spread(result: Dict[str, Any]) -> str:
             continue
         rows = [R["v2v-iso"], *(R[SEEDS_KEY][k] for k in sorted(R[SEEDS_KEY], key=int))]
         gains = [r["top1"] - R["isometric"]["top1"] for r in rows]
-        gap = R["mlp"]["top1"] - R["procrustes"]["top1"]
-        need = gap / 2 if gap >= 0.05 else -0.005
-        met = sum(g >= need - 1e-9 for g in gains)
-        out.append(f"| `{rung}` | ≥ {need:+.3f} | {' '.join(f'{g:+.3f}' for g in gains)} | {np.mean(gains):+.3f} | "
-                   f"{met} of {len(gains)} |")
+        need = rung_target(R)
+        target = "(none)" if need is None else f"≥ {need:+.3f}".replace("-", "−")
+        met = "" if need is None else f"{sum(_meets(g, need) for g in gains)} of {len(gains)}"
+        out.append(f"| `{rung}` | {target} | {' '.join(f'{g:+.3f}' for g in gains)} | {np.mean(gains):+.3f} | {met} |")
     return "\n".join(out) if len(out) > 2 else ""
 
 
