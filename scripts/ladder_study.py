@@ -335,10 +335,14 @@ def run(args) -> Dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
 
+    seeds = [int(t) for t in filter(None, args.v2v_seeds.split(","))]
     for rung in args.rungs.split(","):
         key = rung_key(rung, args)
-        todo = [m for m in (*CEILINGS, "isometric", *V2V_ROWS) if (not only or m in only) and m not in rungs.get(key, {})]
-        if not todo:
+        done = rungs.get(key, {})
+        todo = [m for m in (*CEILINGS, "isometric", *V2V_ROWS) if (not only or m in only) and m not in done]
+        # the seed spread of the v2v-iso row: its other Vec2Vec seeds, the rung's data and isometric map unchanged
+        seeds_todo = [s for s in seeds if s != args.seed and str(s) not in done.get(SEEDS_KEY, {})]
+        if not todo and not seeds_todo:
             continue
         D = rung_data(rung, args)
         R = rungs.setdefault(key, {})
@@ -356,19 +360,11 @@ def run(args) -> Dict[str, Any]:
                 R[m] = fit_v2v(m, D, iso, args)
             print(rung, m, R.get(m), flush=True)
             save()
-    for rung in args.rungs.split(",") if args.v2v_seeds else ():
-        # the seed spread of the v2v-iso row: its other Vec2Vec seeds, the rung's data and isometric map unchanged
-        key = rung_key(rung, args)
-        R = rungs.setdefault(key, {})
-        spread = R.setdefault(SEEDS_KEY, {})
-        todo = [s for s in (int(t) for t in args.v2v_seeds.split(",")) if str(s) not in spread and s != args.seed]
-        if not todo:
-            continue
-        D = rung_data(rung, args)
-        iso, _ = isometric(D, Path(args.models) / key / "isometric", args.seed)
-        for s in todo:
-            spread[str(s)] = fit_v2v("v2v-iso", D, iso, args, seed=s)
-            print(rung, "v2v-iso seed", s, spread[str(s)], flush=True)
+        if seeds_todo and iso is None:
+            iso, _ = isometric(D, Path(args.models) / key / "isometric", args.seed)
+        for s in seeds_todo:
+            R.setdefault(SEEDS_KEY, {})[str(s)] = fit_v2v("v2v-iso", D, iso, args, seed=s)
+            print(rung, "v2v-iso seed", s, R[SEEDS_KEY][str(s)], flush=True)
             save()
     return result
 
