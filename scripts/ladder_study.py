@@ -335,7 +335,7 @@ def run(args) -> Dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
 
-    seeds = [int(t) for t in filter(None, args.v2v_seeds.split(","))]
+    seeds = args.v2v_seeds
     for rung in args.rungs.split(","):
         key = rung_key(rung, args)
         done = rungs.get(key, {})
@@ -493,6 +493,17 @@ def plot(result: Dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _seed_list(text: str) -> List[int]:
+    """``--v2v-seeds``: a comma list of non-negative integers."""
+    try:
+        seeds = [int(t) for t in filter(None, text.split(","))]
+    except ValueError:
+        seeds = [-1]
+    if any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"a comma list of non-negative integer seeds, got {text!r}")
+    return seeds
+
+
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rungs", default="synth-w0,synth-w1,synth-w1.5,synth-w2,minilm-mpnetL6,glove-minilm")
@@ -512,8 +523,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--lr-scratch", type=float, default=2e-4)
     ap.add_argument("--lr-init", type=float, default=2e-4)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--v2v-seeds", default="", help="comma list of further Vec2Vec seeds for the v2v-iso row "
-                    "(same data and isometric map): its seed spread")
+    ap.add_argument("--v2v-seeds", type=_seed_list, default=[], help="comma list of further Vec2Vec seeds for the "
+                    "v2v-iso row (same data and isometric map): its seed spread")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="out/ladder.json")
     ap.add_argument("--models", default="out/ladder_models", help="where the fitted isometric maps are kept")

@@ -81,3 +81,10 @@ def test_merge_replaces_rows_not_rungs_and_a_real_rung_at_another_size_is_its_ow
     args = argparse.Namespace(n=11500)
     assert L.rung_key("glove-minilm", args) == "glove-minilm@11500" and L.rung_key("synth-w2", args) == "synth-w2"
     assert L.rung_key("glove-minilm", argparse.Namespace(n=L.DEFAULT_N)) == "glove-minilm"
+
+
+@pytest.mark.parametrize("bad", ["a,b", "1,-2"])
+def test_v2v_seeds_must_be_a_list_of_seeds(bad, capsys):
+    with pytest.raises(SystemExit):
+        L.main(["--v2v-seeds", bad])
+    assert "--v2v-seeds" in capsys.readouterr().err
