@@ -335,13 +335,12 @@ def run(args) -> Dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1))
 
-    seeds = args.v2v_seeds
     for rung in args.rungs.split(","):
         key = rung_key(rung, args)
         done = rungs.get(key, {})
         todo = [m for m in (*CEILINGS, "isometric", *V2V_ROWS) if (not only or m in only) and m not in done]
         # the seed spread of the v2v-iso row: its other Vec2Vec seeds, the rung's data and isometric map unchanged
-        seeds_todo = [s for s in seeds if s != args.seed and str(s) not in done.get(SEEDS_KEY, {})]
+        seeds_todo = [s for s in args.v2v_seeds if s != args.seed and str(s) not in done.get(SEEDS_KEY, {})]
         if not todo and not seeds_todo:
             continue
         D = rung_data(rung, args)
@@ -495,13 +494,10 @@ def plot(result: Dict[str, Any], path: Path) -> None:
 
 def _seed_list(text: str) -> List[int]:
     """``--v2v-seeds``: a comma list of non-negative integers."""
-    try:
-        seeds = [int(t) for t in filter(None, text.split(","))]
-    except ValueError:
-        seeds = [-1]
-    if any(s < 0 for s in seeds):
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not all(t.isdigit() for t in parts):
         raise argparse.ArgumentTypeError(f"a comma list of non-negative integer seeds, got {text!r}")
-    return seeds
+    return [int(t) for t in parts]
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
