@@ -179,9 +179,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
 def test_resume_from_checkpoint_of_the_earlier_layout(tmp_path):
     """A run interrupted at step 15 under the earlier layout (seed_0/step_000000010/,
     JSON LATEST; written by the trainer before it moved onto align's engine)
-    resumes, and ends where an uninterrupted run ends."""
+    resumes, and ends where an uninterrupted run ends; without weight averaging, which that
+    layout did not have (with it, the checkpoint is refused: it trained otherwise)."""
     X, Y, _ = make_data()
-    params = dict(steps=20, checkpoint_every=10, seed=5, **SMALL)
+    params = dict(steps=20, checkpoint_every=10, seed=5, ema=0, **SMALL)
     shutil.copytree(LEGACY, tmp_path / "ck")
     r = Vec2Vec(checkpoint_dir=tmp_path / "ck", **params).fit(X, Y)
     ref = Vec2Vec(**params).fit(X, Y)
@@ -192,6 +193,10 @@ def test_resume_from_checkpoint_of_the_earlier_layout(tmp_path):
         shutil.rmtree(tmp_path / "ck")
         shutil.copytree(LEGACY, tmp_path / "ck")
         Vec2Vec(checkpoint_dir=tmp_path / "ck", **{**params, "lr": 1e-3}).fit(X, Y)
+    with pytest.raises(ValueError, match="other data or hyper-parameters"):
+        shutil.rmtree(tmp_path / "ck")
+        shutil.copytree(LEGACY, tmp_path / "ck")
+        Vec2Vec(checkpoint_dir=tmp_path / "ck", **{**params, "ema": 0.99}).fit(X, Y)
 
 
 def test_checkpoint_from_other_data_or_params_is_refused(tmp_path):
@@ -563,6 +568,30 @@ def test_selection_keeps_the_initial_map_when_training_spoils_it():
     assert Vec2Vec(steps=3, **SMALL).fit(X, Y).selected_step_ == 3  # without init: no selection by default
 
 
+def test_default_selection_with_the_average_is_start_against_end(monkeypatch):
+    """With ``init`` and the weight average the default selection scores the starting map and the
+    last step only (the average replaces a choice along the way); with ``ema=0``, every
+    DEFAULT_SELECT_EVERY steps, as before the average existed."""
+    from translate.vec2vec import estimator
+
+    X, Y, Q = make_data(n=200)
+    init = _Linear(Q, Y.mean(0))
+    offered = []
+    real = networks.BestState.offer
+
+    def offer(self, gen, score, step):
+        offered.append(step)
+        return real(self, gen, score, step)
+
+    monkeypatch.setattr(networks.BestState, "offer", offer)
+    monkeypatch.setattr(estimator, "DEFAULT_SELECT_EVERY", 4)
+    Vec2Vec(steps=10, init=init, denoise=False, **SMALL).fit(X, Y)
+    assert offered == [0, 10]
+    offered.clear()
+    Vec2Vec(steps=10, init=init, denoise=False, ema=0, **SMALL).fit(X, Y)
+    assert offered == [0, 4, 8, 10]
+
+
 def test_resume_with_selection_equals_uninterrupted(tmp_path):
     """The kept state and its score are checkpointed with the run: an interrupted fit with
     selection and the matching term resumes to the same model and the same selected step."""
@@ -579,8 +608,31 @@ def test_resume_with_selection_equals_uninterrupted(tmp_path):
 
 
 @pytest.mark.parametrize("kw, match", [(dict(anchor_decay=1.5), "anchor_decay"), (dict(anchor_decay=-0.1), "anchor_decay"),
-                                       (dict(select_every=-1), "select_every"), (dict(select_every=2.5), "select_every")])
+                                       (dict(select_every=-1), "select_every"), (dict(select_every=2.5), "select_every"),
+                                       (dict(ema=1.0), "ema"), (dict(ema=-0.1), "ema"), (dict(ema=True), "ema")])
 def test_bad_selection_and_anchor_parameters(kw, match):
     X, Y, _ = make_data()
     with pytest.raises(ValueError, match=match):
         Vec2Vec(steps=2, **kw, **SMALL).fit(X, Y)
+
+
+def test_weight_average_is_the_moving_average_of_the_steps():
+    """``ema=d`` keeps θ̄_N, with θ̄_0 the initial weights and θ̄_t = d·θ̄_{t-1} + (1 - d)·θ_t (Yazıcı et al.
+    2019); the average does not change training (the raw trajectory is that of ``ema=0``, which keeps θ_N)."""
+    X, Y, _ = make_data()
+    seen = []
+
+    def follow(record):  # called after each optimiser step: the raw weights θ_t
+        if "event" not in record:
+            seen.append(networks.flatten_params(est._gen_module).astype(np.float64))
+
+    est = Vec2Vec(steps=12, ema=0.8, seed=3, **SMALL)
+    est.fit(X, Y, callbacks=[follow])
+    avg = Vec2Vec(steps=0, ema=0.8, seed=3, **SMALL).fit(X, Y).generator_.astype(np.float64)  # θ_0
+    for theta in seen:
+        avg = 0.8 * avg + 0.2 * theta
+    assert len(seen) == 12
+    np.testing.assert_allclose(est.generator_, avg, rtol=0, atol=1e-5)
+    raw = Vec2Vec(steps=12, ema=0, seed=3, **SMALL).fit(X, Y)
+    np.testing.assert_array_equal(raw.generator_, seen[-1].astype(np.float32))
+    assert np.abs(est.generator_ - raw.generator_).max() > 1e-3

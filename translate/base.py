@@ -135,7 +135,7 @@ class Translator(Params):
         self._check_fitted()
         meta = {name: getattr(self, name) for name in self._state_meta}
         config = {
-            "params": self.get_params(),
+            "params": self.get_params(deep=False),
             "d_in": int(self.d_in_),
             "d_out": int(self.d_out_),
             "meta": meta,

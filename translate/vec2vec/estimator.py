@@ -47,11 +47,11 @@ What each part buys on CPU budgets is measured in docs/vec2vec.md (minilm -> mpn
 the filter raises the mean cosine at unchanged top-1) and docs/ladder.md (curved
 relations: the ``match`` term with a decaying anchor moves an isometric start).
 
-Model selection is unsupervised, by the nearest-neighbour cycle rate on a fixed
-subset of the training rows (:func:`nn_cycle_rate`): several seeds are trained and
-the best is kept; and with ``select_every`` (default on with ``init``) the
-generators are scored during training too -- the starting map at step 0 included
--- and the best state is kept (``selected_step_``), checkpointed with the run.
+The model is a moving average of the generators' weights over the steps (``ema``;
+Yazıcı et al. 2019). Model selection is unsupervised, by the nearest-neighbour cycle
+rate on a fixed subset of the training rows (:func:`nn_cycle_rate`): several seeds are
+trained and the best is kept; with ``init`` the starting map is a candidate too, scored
+against the end (``select_every``), and the best state is kept (``selected_step_``).
 
 Training runs on align's engine (:class:`align.train.Trainer`): a non-finite or
 exploding (> :data:`EXPLODE_GRAD_NORM`) step rolls back to the last good state, halves
@@ -96,16 +96,17 @@ DEFAULT_MATCH = 10.0
 #: fraction of ``steps`` over which the anchor weight falls linearly to zero (a constant
 #: anchor held Vec2Vec at the isometric map's top-1 on the ladder's curved rungs).
 DEFAULT_ANCHOR_DECAY = 0.5
-#: with ``init``, the generators are scored every this many steps (and at step 0, the
-#: initial map) by the unsupervised criterion, and the best state is kept.
+#: decay of the moving average of the generators' weights (~100 steps; Yazıcı et al. 2019 use
+#: 0.99-0.9999): synth-w2 of docs/ladder.md, top-1 at step 300 0.889-0.894 against 0.861-0.873 raw.
+DEFAULT_EMA = 0.99
+#: with ``init`` and ``ema=0``, the generators are scored every this many steps (and at
+#: step 0, the initial map) by the unsupervised criterion, and the best state is kept.
 DEFAULT_SELECT_EVERY = 100
 EXPLODE_GRAD_NORM = 1e4  # a gradient norm above this (before clipping) counts as an explosion
 SNAPSHOT_EVERY = 50  # steps between refreshes of the in-memory "last good state" (and at checkpoints)
 SELECT_ROWS = 2000  # rows of X and Y used for the unsupervised selection score
 # parameters that do not change what is trained (excluded from the run fingerprint)
 NON_TRAINING = ("checkpoint_dir", "checkpoint_every", "device", "progress")
-# parameters added after the earlier checkpoint layout, with the value that trains as it did
-_LEGACY_NEUTRAL = {"select_every": None, "anchor_decay": DEFAULT_ANCHOR_DECAY}
 
 
 class Vec2Vec(Translator):
@@ -138,9 +139,12 @@ class Vec2Vec(Translator):
         there for good (see :data:`DEFAULT_ANCHOR_DECAY`).
     select_every : score the generators by :func:`nn_cycle_rate` on the selection
         rows every this many steps, and at step 0, and keep the best state (its step
-        is ``selected_step_``); 0 keeps the last step. ``None``:
-        :data:`DEFAULT_SELECT_EVERY` with ``init`` (so that fine-tuning never ends
-        below its starting map by the criterion), 0 without.
+        is ``selected_step_``); 0 keeps the last step. ``None``, with ``init``: the start
+        against the end with the average (``ema`` > 0), else every :data:`DEFAULT_SELECT_EVERY`
+        steps, so that fine-tuning never ends below its start by the criterion (which favours
+        the linear start: docs/ladder.md); 0 without ``init``.
+    ema : decay of the moving average of the generators' weights (module docstring);
+        the average is scored, selected and kept. 0: the raw weights, as before.
     denoise : at transform time, pass inputs through the Wiener filter of
         :mod:`translate.denoise`, estimated without pairs (the network itself is
         trained as usual).
@@ -183,6 +187,7 @@ class Vec2Vec(Translator):
         init: Union[None, str, Translator] = None,
         anchor_decay: float = DEFAULT_ANCHOR_DECAY,
         select_every: Optional[int] = None,
+        ema: float = DEFAULT_EMA,
         denoise: bool = True,
         checkpoint_dir: Union[None, str, Path] = None,
         checkpoint_every: int = 500,
@@ -203,6 +208,7 @@ class Vec2Vec(Translator):
         self.init = init
         self.anchor_decay = anchor_decay
         self.select_every = select_every
+        self.ema = ema
         self.denoise = denoise
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
@@ -212,26 +218,6 @@ class Vec2Vec(Translator):
         self.progress = progress
 
     # -- parameters --------------------------------------------------------
-    def get_params(self, deep: bool = True) -> Dict[str, Any]:
-        """Hyper-parameters as passed to ``__init__``; with ``deep``, a translator
-        given as ``init`` adds its own as ``init__<name>`` (scikit-learn's contract)."""
-        p = {name: getattr(self, name) for name in self._param_names()}
-        init = p["init"]
-        if deep and init is not None and not isinstance(init, (str, type)) and hasattr(init, "get_params"):
-            p.update({f"init__{k}": v for k, v in init.get_params(deep=True).items()})
-        return p
-
-    def set_params(self, **params: Any) -> "Vec2Vec":
-        """Set hyper-parameters by name, ``init__<name>`` those of ``init``; returns self."""
-        nested = {k[len("init__") :]: v for k, v in params.items() if k.startswith("init__")}
-        plain = {k: v for k, v in params.items() if not k.startswith("init__")}
-        super().set_params(**plain)
-        if nested:
-            if not hasattr(self.init, "set_params"):
-                raise ValueError(f"init__ parameters given, but init is {self.init!r}, which has no set_params")
-            self.init.set_params(**nested)
-        return self
-
     def _json_params(self) -> Dict[str, Any]:
         """The parameters as saved (JSON): a translator given as ``init`` is
         recorded by class name (it is not saved with this model)."""
@@ -261,6 +247,7 @@ class Vec2Vec(Translator):
         check_real(self.anchor_decay, "anchor_decay", low=0, high=1)
         if self.select_every is not None:
             check_positive_int(self.select_every, "select_every", minimum=0)
+        check_real(self.ema, "ema", low=0, high=1, open_high=True)
         if self.weights is not None and not isinstance(self.weights, Mapping):
             raise ValueError(f"weights must be a dict of loss weights, got {type(self.weights).__name__}")
         given = dict(self.weights or {})
@@ -322,8 +309,11 @@ class Vec2Vec(Translator):
         self.scale_x_ = float(np.linalg.norm(X - self.mean_x_, axis=1).mean())
         self.scale_y_ = float(np.linalg.norm(Y - self.mean_y_, axis=1).mean())
         targets = self._init_targets(X, Y)
-        params = {k: v for k, v in self._json_params().items() if k not in NON_TRAINING}
-        select_every = self.select_every if self.select_every is not None else (DEFAULT_SELECT_EVERY if targets is not None else 0)
+        # without averaging, a run trains as before the parameter existed: its checkpoints resume
+        params = {k: v for k, v in self._json_params().items() if k not in NON_TRAINING and not (k == "ema" and v == 0)}
+        select_every = self.select_every
+        if select_every is None:  # with init: the start against the end, or (no average) every DEFAULT_SELECT_EVERY
+            select_every = 0 if targets is None else (max(1, self.steps) if self.ema > 0 else DEFAULT_SELECT_EVERY)
         # the earlier layout had neither parameter: runs they do not change resume from it
         legacy_params = {k: v for k, v in params.items()
                          if not (k == "select_every" and select_every == 0) and not (k == "anchor_decay" and targets is None)}
@@ -382,8 +372,11 @@ class Vec2Vec(Translator):
         modules = {"gen": gen, "disc": disc}
         select_every = setting["select_every"]
         keeper = networks.BestState(gen) if select_every else None
-        if keeper is not None:  # part of the trained state: checkpointed and rolled back with it
-            modules["best"] = keeper
+        averaged = networks.AveragedState(gen, self.ema) if self.ema > 0 else None
+        # part of the trained state: checkpointed and rolled back with it
+        modules.update({k: m for k, m in (("best", keeper), ("ema", averaged)) if m is not None})
+        # the generators scored, selected and kept: the average, when there is one
+        kept = gen if averaged is None else averaged.gen
         net = torch.nn.ModuleDict(modules).to(dev)
         betas = (0.5, 0.999)  # Jha et al. 2025; standard for GANs (Radford et al. 2016)
         optimizers = {
@@ -407,7 +400,7 @@ class Vec2Vec(Translator):
             log_every=max(1, self.steps // 500),
             epoch_records=False,
             callbacks=self._callbacks,
-            post_step=None if keeper is None else lambda: keep_if_best(trainer.global_step + 1),
+            post_step=None if keeper is None and averaged is None else lambda: after_step(trainer.global_step + 1),
             tags={"seed": index},
             progress=self.progress,
             desc=f"{type(self).__name__} seed {index + 1}/{self.n_seeds}",
@@ -431,21 +424,25 @@ class Vec2Vec(Translator):
             numbers["disc"] = float(d_loss.detach())
             return {"g": g_loss, "d": d_loss}, numbers
 
-        def score() -> float:
-            return nn_cycle_rate(lambda A: apply_generator(gen.a2b, A), lambda B: apply_generator(gen.b2a, B), Xn[sx], Yn[sy])
+        def score(g) -> float:
+            return nn_cycle_rate(lambda A: apply_generator(g.a2b, A), lambda B: apply_generator(g.b2a, B), Xn[sx], Yn[sy])
 
-        def keep_if_best(done: int) -> None:
-            if done % select_every == 0 or done == self.steps:
-                gen.eval()
-                keeper.offer(gen, score(), done)
-                gen.train()
+        def after_step(done: int) -> None:
+            if averaged is not None:
+                averaged.update(gen)
+            if keeper is not None and (done % select_every == 0 or done == self.steps):
+                kept.eval()
+                keeper.offer(kept, score(kept), done)
+                kept.train()
 
         def settle() -> None:
-            """The generators to keep: the best state scored, with selection."""
+            """The generators to keep: the best state scored, with selection; else the average, if any."""
             if keeper is not None:
                 keeper.restore(gen)
                 trainer.extra["selected_step"] = int(keeper.step)
-            trainer.extra["score"] = float(keeper.score) if keeper is not None else score()
+            elif averaged is not None:
+                averaged.restore(gen)
+            trainer.extra["score"] = float(keeper.score) if keeper is not None else score(gen)
 
         def finish(epoch: int) -> None:
             settle()  # saved with the final checkpoint
@@ -453,7 +450,7 @@ class Vec2Vec(Translator):
         self._gen_module = gen
         if keeper is not None:  # the starting map is a candidate (a checkpoint, if any, overrides this)
             gen.eval()
-            keeper.offer(gen, score(), 0)
+            keeper.offer(gen, score(gen), 0)
         legacy = seed_dir is not None and restore_legacy_checkpoint(trainer, seed_dir, index, *setting["legacy"])
         trainer.run(step, finish, resume=not legacy)
         gen.eval()

@@ -31,7 +31,9 @@ __all__ = [
     "Stack",
     "Generators",
     "Discriminator",
+    "AveragedState",
     "BestState",
+    "copy_params",
     "build_modules",
     "apply_linear_init",
     "generator_terms",
@@ -137,6 +139,34 @@ class Discriminator(nn.Module):
         return self.head(F.silu(self.norm(self.body(h)))).squeeze(-1)
 
 
+class AveragedState(nn.Module):
+    """An exponential moving average of the generators' weights, updated after every
+    step: ``θ̄ <- decay · θ̄ + (1 - decay) · θ``, started at the initial weights. Averaging
+    the generator's iterates damps the oscillation of adversarial training (Yazıcı et al.
+    2019, "The Unusual Effectiveness of Averaging in GAN Training", ICLR). A module, so
+    that the average is part of the trained state (checkpointed, resumed, rolled back)."""
+
+    def __init__(self, gen: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.gen = copy.deepcopy(gen)
+        self.decay = float(decay)
+
+    def update(self, gen: nn.Module) -> None:
+        with torch.no_grad():
+            for mine, theirs in zip(self.gen.parameters(), gen.parameters()):
+                mine.lerp_(theirs, 1.0 - self.decay)
+
+    def restore(self, gen: nn.Module) -> None:
+        """Copy the average into ``gen``."""
+        copy_params(self.gen, gen)
+
+
+def copy_params(src: nn.Module, dst: nn.Module) -> None:
+    with torch.no_grad():
+        for a, b in zip(src.parameters(), dst.parameters()):
+            b.copy_(a)
+
+
 class BestState(nn.Module):
     """The best generators seen so far, with their score and step as buffers, so that
     the kept state is part of the trained state (checkpointed, restored on resume,
@@ -159,16 +189,13 @@ class BestState(nn.Module):
     def offer(self, gen: nn.Module, score: float, step: int) -> None:
         """Keep ``gen``'s state if ``score`` beats the best (ties keep the earlier state)."""
         if score > self.score:
+            copy_params(gen, self.gen)
             with torch.no_grad():
-                for mine, theirs in zip(self.gen.parameters(), gen.parameters()):
-                    mine.copy_(theirs)
                 self.best_score.fill_(score)
                 self.best_step.fill_(step)
 
     def restore(self, gen: nn.Module) -> None:
-        with torch.no_grad():
-            for mine, theirs in zip(self.gen.parameters(), gen.parameters()):
-                theirs.copy_(mine)
+        copy_params(self.gen, gen)
 
 
 def build_modules(d_a: int, d_b: int, width: int, hidden: int, depth: int, shared: bool):
