@@ -51,7 +51,7 @@ The model is a moving average of the generators' weights over the steps (``ema``
 Yazıcı et al. 2019). Model selection is unsupervised, by the nearest-neighbour cycle
 rate on a fixed subset of the training rows (:func:`nn_cycle_rate`): several seeds are
 trained and the best is kept; with ``init`` the starting map is a candidate too, scored
-against the end (``select_every``), and the best state is kept (``selected_step_``).
+against the end (every 100 steps with ``ema=0``; ``select_every``): ``selected_step_``.
 
 Training runs on align's engine (:class:`align.train.Trainer`): a non-finite or
 exploding (> :data:`EXPLODE_GRAD_NORM`) step rolls back to the last good state, halves
