@@ -441,7 +441,7 @@ class Universal(Translator):
     def translator(self, source: str, target: str) -> "PairTranslator":
         """The fitted map ``source -> target`` as an ordinary translator."""
         source, target = self._space(source, "source"), self._space(target, "target")
-        t = PairTranslator(source=source, target=target, universal=self.get_params())
+        t = PairTranslator(source=source, target=target, universal=self.get_params(deep=False))
         t.W_ = (self.maps_[source].astype(np.float64) @ self.maps_[target].T).astype(np.float32)
         t.mean_a_, t.mean_b_ = self.means_[source], self.means_[target]
         t.stats_b_ = dict(self.stats_[target])
