@@ -499,6 +499,9 @@ def test_sklearn_contract_clone_and_nested_params():
     assert c.init is not iso and c.init.seed == 9  # an unfitted copy, as scikit-learn clones do
     with pytest.raises(ValueError, match="no parameter"):
         m.set_params(stepz=1)
+    with pytest.raises(ValueError, match="init__ parameters given, but init is None"):
+        Vec2Vec().set_params(init__seed=1)
+    assert "init=Isometric(" in repr(m) and "init__" not in repr(m)  # repr shows the top-level parameters
 
 
 def test_unfitted_init_translator_is_fitted_first():
