@@ -10,7 +10,7 @@ Rungs
 -----
 * ``synth-w<s>``: a structured cloud (``--syn-d`` wide, ``--syn-k`` anisotropic clusters,
   as ``tests/synthetic.py``) through a random rotation and then the smooth invertible
-  warp :func:`coupling_warp` of strength ``s`` (``s = 0``: a pure rotation, the
+  warp :func:`twist_warp` of strength ``s`` (``s = 0``: a pure rotation, the
   isometric rung), plus a little isotropic noise in B.
 * ``minilm-mpnetL6``: all-MiniLM-L6-v2's sentence vectors (final layer) -> the mean-pooled
   hidden state after layer 6 of 12 of all-mpnet-base-v2 (:func:`mpnet_layer`).
