@@ -26,8 +26,10 @@ Methods on each rung
   (a residual MLP started at the ridge map, :func:`paired_mlp`).
 * Unpaired: ``isometric`` (:class:`translate.Isometric`), ``v2v-scratch``
   (:class:`translate.Vec2Vec` from a random start) and ``v2v-iso`` (Vec2Vec started
-  from the fitted isometric map: the intended use on CPU), each at a fixed number of
-  steps; CPU seconds are recorded (the study runs on one thread). ``--v2v-seeds`` repeats the
+  from the fitted isometric map: the intended use on CPU; ``v2v-iso-end`` the same without
+  selection, and ``v2v-iso-issue`` as the issue measured it), each at a fixed number of
+  steps; CPU seconds are recorded (the study runs on one thread); a row with selection
+  records McNemar's z of the start against the end (``end_z``). ``--v2v-seeds`` repeats the
   ``v2v-iso`` row with further Vec2Vec seeds (the rung's data and isometric map unchanged): the
   seed spread table, each seed's gain over ``Isometric`` against the rung's target.
 
@@ -244,9 +246,11 @@ def paired_mlp(X: np.ndarray, Y: np.ndarray, seed: int = 0, hidden: int = 512, s
 #: shared ones). ``v2v-iso-issue`` is the configuration the issue measured (adversarial
 #: fine-tuning under a constant anchor, the last step's raw weights kept); ``v2v-iso`` the
 #: defaults with ``init`` now (decaying anchor, the Sinkhorn matching term, the weights'
-#: moving average, selection by the unpaired criterion, step 0 included).
+#: moving average, selection by the unpaired criterion, step 0 included); ``v2v-iso-end`` the same
+#: without selection (the average at the end, whatever the criterion says).
 V2V_ROWS: Dict[str, Any] = {
     "v2v-iso": (True, {}),
+    "v2v-iso-end": (True, {"select_every": 0}),
     "v2v-iso-issue": (True, {"anchor_decay": 0.0, "select_every": 0, "ema": 0.0, "weights": {"match": 0.0}}),
     "v2v-scratch": (False, {}),
 }
@@ -302,6 +306,9 @@ def fit_v2v(name: str, D: Dict[str, np.ndarray], iso, args, seed: Optional[int] 
     for k in ("selected_step_", "selected_seed_"):
         if hasattr(est, k):
             out[k.rstrip("_")] = getattr(est, k)
+    end_z = est.history_[-1].get("end_z", [None])[est.selected_seed_]
+    if end_z is not None:  # McNemar's z of the state kept before the end against the end's average
+        out["end_z"] = round(float(end_z), 2)
     return out
 
 
@@ -376,6 +383,7 @@ ROW_LABELS = {
     "v2v-scratch": "`Vec2Vec` from scratch",
     "v2v-iso-issue": "`Vec2Vec` from the isometric map, as in the issue (GAN, constant anchor)",
     "v2v-iso": "`Vec2Vec` from the isometric map, now (matching term, anchor decay, weight average, selection)",
+    "v2v-iso-end": "`Vec2Vec` from the isometric map, now, without selection (the average at the end)",
     "v2v-iso-b512-600steps": "`Vec2Vec` from the isometric map, now, batch 512 (an earlier run)",
 }
 
@@ -445,21 +453,37 @@ def seed_spread(result: Dict[str, Any]) -> str:
     return "\n".join(out) if len(out) > 2 else ""
 
 
+def selection_table(result: Dict[str, Any]) -> str:
+    """Per rung with both ``v2v-iso`` and ``v2v-iso-end``: the start (``Isometric``), the average at the end
+    (no selection), McNemar's z of the start's cycle hits against the end's, and what the selection kept."""
+    out = ["| rung | `Isometric` (the start) | the end, no selection | end − start | McNemar z | kept | kept top-1 |",
+           "|---|---|---|---|---|---|---|"]
+    for rung, R in sorted(result["rungs"].items(), key=_rung_order):
+        r, e = R.get("v2v-iso", {}), R.get("v2v-iso-end")
+        if e is None or "end_z" not in r:
+            continue
+        start, end = R["isometric"]["top1"], e["top1"]
+        kept = "start" if r.get("selected_step") == 0 else "end"
+        out.append(f"| `{rung}` | {start:.3f} | {end:.3f} | {end - start:+.3f} | {r['end_z']:.2f} | {kept} | {r['top1']:.3f} |")
+    return "\n".join(out) if len(out) > 2 else ""
+
+
 def markdown(result: Dict[str, Any]) -> str:
-    """The summary (and the seed spread, where measured), then one table per rung (the rows of
-    :data:`ROW_LABELS`) and the verdict under it."""
-    spread = seed_spread(result)
-    out = [summary(result), "", *([spread, ""] if spread else [])]
+    """The summary (and the seed spread, where measured), the selection's choices, then one table per
+    rung (the rows of :data:`ROW_LABELS`) and the verdict under it."""
+    spread, chosen = seed_spread(result), selection_table(result)
+    out = [summary(result), "", *([spread, ""] if spread else []), *([chosen, ""] if chosen else [])]
     for rung, R in sorted(result["rungs"].items(), key=_rung_order):
         shape = R.get("_shape", {})
         out.append(f"### `{rung}`  ({shape.get('A', ['?'])[0]} rows per side, pool {shape.get('At', ['?'])[0]})\n")
-        out.append("| method | top-1 | top-5 | mean cos | FOSCTTM | steps (kept step) | CPU s |")
+        out.append("| method | top-1 | top-5 | mean cos | FOSCTTM | steps (kept step), z | CPU s |")
         out.append("|---|---|---|---|---|---|---|")
         for key, label in ROW_LABELS.items():
             r = R.get(key)
             if r is None:
                 continue
             steps = f"{r['steps']} ({r.get('selected_step', r['steps'])}), batch {r.get('batch_size', 512)}" if "steps" in r else ""
+            steps += f", z {r['end_z']:.1f}" if "end_z" in r else ""
             cpu = "" if r.get("cpu_s") is None else f"{r['cpu_s']:.0f}"
             out.append(f"| {label} | {r['top1']:.3f} | {r['top5']:.3f} | {r['mean_cos']:.3f} | {r['foscttm']:.4f} | {steps} | {cpu} |")
         v = verdict(R)
@@ -477,7 +501,7 @@ def plot(result: Dict[str, Any], path: Path) -> None:
     fig = Figure(figsize=(7.5, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
-    styles = {"procrustes": ":", "ridge": ":", "mlp": ":"}
+    styles = {"procrustes": ":", "ridge": ":", "mlp": ":", "v2v-iso-end": "--"}
     for key, label in ROW_LABELS.items():
         pts = [(s, R[key]["top1"]) for s, R in syn if key in R]
         if pts:

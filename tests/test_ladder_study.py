@@ -68,6 +68,18 @@ def test_seed_spread_counts_the_vec2vec_seeds_that_meet_the_rung_target():
     assert L.seed_spread({"rungs": {"synth-w1.5": {k: v for k, v in R.items() if k != L.SEEDS_KEY}}}) == ""
 
 
+def test_selection_table_shows_the_start_the_end_and_the_choice():
+    R = {"procrustes": _row(0.87), "mlp": _row(0.97), "isometric": _row(0.92),
+         "v2v-iso": dict(_row(0.92), steps=600, selected_step=0, end_z=11.89), "v2v-iso-end": dict(_row(0.868), steps=600)}
+    W = {"procrustes": _row(0.94), "mlp": _row(0.99), "isometric": _row(0.93),
+         "v2v-iso": dict(_row(0.967), steps=300, selected_step=300, end_z=0.46), "v2v-iso-end": dict(_row(0.967), steps=300)}
+    md = L.markdown({"rungs": {"minilm-mpnetL6": R, "synth-w1": W}})
+    assert "| `minilm-mpnetL6` | 0.920 | 0.868 | -0.052 | 11.89 | start | 0.920 |" in md
+    assert "| `synth-w1` | 0.930 | 0.967 | +0.037 | 0.46 | end | 0.967 |" in md
+    assert "600 (0), batch 512, z 11.9" in md  # the rung's own table
+    assert L.selection_table({"rungs": {"synth-w1": {k: v for k, v in W.items() if k != "v2v-iso-end"}}}) == ""
+
+
 def test_merge_replaces_rows_not_rungs_and_a_real_rung_at_another_size_is_its_own(tmp_path):
     base = {"rungs": {"synth-w1.5": {"procrustes": _row(0.87), "mlp": _row(0.97), "isometric": _row(0.80)}}}
     later = {"rungs": {"synth-w1.5": {"isometric": _row(0.87), "v2v-iso": _row(0.93)}}}

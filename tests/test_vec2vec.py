@@ -554,21 +554,56 @@ def test_sinkhorn_targets_recover_a_permutation():
     assert not t.requires_grad
 
 
-def test_selection_keeps_the_initial_map_when_training_spoils_it():
+@pytest.mark.parametrize("ema", [0.0, 0.5])
+def test_selection_keeps_the_initial_map_when_training_spoils_it(ema):
     """Started from the exact map, adversarial training at a huge rate spoils it; selection by
-    the unpaired criterion (step 0 included) keeps the start, and says so; without
-    selection the last step is kept."""
+    the unpaired criterion (step 0 included) keeps the start, and says so (with the average: the
+    start's cycle hits significantly more than the end's); without selection the last step is kept."""
+    from translate.vec2vec.selection import SELECT_Z
+
     X, Y, Q = make_data(n=200)
     init = _Linear(Q, Y.mean(0))
     spoil = dict(steps=20, init=init, denoise=False, lr=5e-2, weights={"adv": 50.0, "anchor": 0.0, "match": 0.0},
-                 **SMALL)
+                 ema=ema, **SMALL)
     start = Vec2Vec(**{**spoil, "steps": 0}).fit(X, Y)
     kept = Vec2Vec(select_every=5, **spoil).fit(X, Y)
     last = Vec2Vec(select_every=0, **spoil).fit(X, Y)
     assert last.selected_step_ == 20 and last.seed_scores_[0] < start.seed_scores_[0]
     assert kept.selected_step_ == 0 and kept.seed_scores_ == start.seed_scores_
+    end_z = kept.history_[-1]["end_z"][0]
+    assert end_z is None if ema == 0 else end_z >= SELECT_Z
     np.testing.assert_allclose(kept.transform(X), start.transform(X), atol=1e-5)
     assert Vec2Vec(steps=3, **SMALL).fit(X, Y).selected_step_ == 3  # without init: no selection by default
+
+
+def test_the_average_at_the_end_is_kept_unless_significantly_worse():
+    """With the average (default ``ema``) the end is kept although its cycle rate is lower than the
+    start's, the difference being within chance (McNemar's z under SELECT_Z); without the average the
+    same selection keeps the higher rate (the start)."""
+    from translate.vec2vec.selection import SELECT_Z
+
+    X, Y, Q = make_data(n=200)
+    init = _Linear(Q, Y.mean(0))
+    run = dict(steps=20, init=init, denoise=False, lr=5e-2, weights={"adv": 50.0, "anchor": 0.0, "match": 0.0},
+               select_every=5, **SMALL)
+    start = Vec2Vec(**{**run, "steps": 0}).fit(X, Y)
+    end = Vec2Vec(**run).fit(X, Y)
+    end_z = end.history_[-1]["end_z"][0]
+    assert end.selected_step_ == 20 and end.seed_scores_[0] < start.seed_scores_[0] and 0 < end_z < SELECT_Z
+    assert Vec2Vec(**{**run, "ema": 0}).fit(X, Y).selected_step_ == 0
+
+
+def test_mcnemar_z_by_hand():
+    """b = 5 rows only the reference hits, c = 1 only the new state: z = (5 - 1) / sqrt(6)."""
+    from translate.vec2vec.selection import mcnemar_z
+
+    ref = np.array([1, 1, 1, 1, 1, 0, 1, 1, 0, 0], bool)
+    new = np.array([0, 0, 0, 0, 0, 1, 1, 1, 0, 0], bool)
+    assert mcnemar_z(ref, new) == pytest.approx(4 / np.sqrt(6), rel=1e-12)
+    assert mcnemar_z(new, ref) == pytest.approx(-4 / np.sqrt(6), rel=1e-12)
+    assert mcnemar_z(ref, ref) == 0.0
+    with pytest.raises(ValueError, match="hits_new"):
+        mcnemar_z(ref, new[:5])
 
 
 def test_default_selection_with_the_average_is_start_against_end(monkeypatch):
@@ -582,9 +617,9 @@ def test_default_selection_with_the_average_is_start_against_end(monkeypatch):
     offered = []
     real = networks.BestState.offer
 
-    def offer(self, gen, score, step):
+    def offer(self, gen, score, step, **kw):
         offered.append(step)
-        return real(self, gen, score, step)
+        return real(self, gen, score, step, **kw)
 
     monkeypatch.setattr(networks.BestState, "offer", offer)
     monkeypatch.setattr(estimator, "DEFAULT_SELECT_EVERY", 4)

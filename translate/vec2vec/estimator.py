@@ -50,8 +50,9 @@ relations: the ``match`` term with a decaying anchor moves an isometric start).
 The model is a moving average of the generators' weights over the steps (``ema``;
 Yazıcı et al. 2019). Model selection is unsupervised, by the nearest-neighbour cycle
 rate on a fixed subset of the training rows (:func:`nn_cycle_rate`): several seeds are
-trained and the best is kept; with ``init`` the starting map is a candidate too, scored
-against the end (every 100 steps with ``ema=0``; ``select_every``): ``selected_step_``.
+trained and the best is kept; with ``init`` the starting map is a candidate too, against
+the end (every 100 steps with ``ema=0``; ``select_every``): ``selected_step_``; the average
+at the end is kept unless the start is significantly better (McNemar's test).
 
 Training runs on align's engine (:class:`align.train.Trainer`): a non-finite or
 exploding (> :data:`EXPLODE_GRAD_NORM`) step rolls back to the last good state, halves
@@ -65,7 +66,7 @@ ends. A checkpoint from other data or other hyper-parameters is refused.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -74,7 +75,7 @@ from align.validation import as_matrix, check_positive_int, check_real
 
 from ..base import Translator
 from ..denoise import apply_filter, input_filters, linear_fit, unit_rows
-from .selection import apply_generator, nn_cycle_rate
+from .selection import apply_generator, cycle_rate, end_is_kept, nn_cycle_hits
 
 __all__ = ["Vec2Vec", "CycleGAN", "DEFAULT_WEIGHTS"]
 
@@ -89,9 +90,8 @@ DEFAULT_WEIGHTS: Dict[str, float] = {"rec": 1.0, "vsp": 1.0, "cycle": 10.0, "adv
 MATCH_SINKHORN = {"eps": 0.003, "iters": 30}
 #: anchor weight used when ``init`` is given and ``weights`` does not set one.
 DEFAULT_ANCHOR = 1.0
-#: ``match`` weight used when ``init`` is given and ``weights`` does not set one. Off
-#: without ``init``: like the Wasserstein-Procrustes steps it generalises, matching needs a
-#: start near the right map (from a random one it reinforces whatever it first matched).
+#: ``match`` weight used when ``init`` is given and ``weights`` does not set one. Off without ``init``: like
+#: Wasserstein-Procrustes, matching needs a start near the right map (from a random one it reinforces itself).
 DEFAULT_MATCH = 10.0
 #: fraction of ``steps`` over which the anchor weight falls linearly to zero (a constant
 #: anchor held Vec2Vec at the isometric map's top-1 on the ladder's curved rungs).
@@ -99,8 +99,7 @@ DEFAULT_ANCHOR_DECAY = 0.5
 #: decay of the moving average of the generators' weights (~100 steps; Yazıcı et al. 2019 use
 #: 0.99-0.9999): synth-w2 of docs/ladder.md, top-1 at step 300 0.889-0.894 against 0.861-0.873 raw.
 DEFAULT_EMA = 0.99
-#: with ``init`` and ``ema=0``, the generators are scored every this many steps (and at
-#: step 0, the initial map) by the unsupervised criterion, and the best state is kept.
+#: with ``init`` and ``ema=0``: steps between scorings by the unsupervised criterion (and step 0).
 DEFAULT_SELECT_EVERY = 100
 EXPLODE_GRAD_NORM = 1e4  # a gradient norm above this (before clipping) counts as an explosion
 SNAPSHOT_EVERY = 50  # steps between refreshes of the in-memory "last good state" (and at checkpoints)
@@ -137,12 +136,11 @@ class Vec2Vec(Translator):
         from its value to zero (0: constant). The anchor keeps the first steps near
         the initial map, while the discriminators learn; left on, it holds the map
         there for good (see :data:`DEFAULT_ANCHOR_DECAY`).
-    select_every : score the generators by :func:`nn_cycle_rate` on the selection
-        rows every this many steps, and at step 0, and keep the best state (its step
-        is ``selected_step_``); 0 keeps the last step. ``None``, with ``init``: the start
-        against the end with the average (``ema`` > 0), else every :data:`DEFAULT_SELECT_EVERY`
-        steps, so that fine-tuning never ends below its start by the criterion (which favours
-        the linear start: docs/ladder.md); 0 without ``init``.
+    select_every : score the generators by :func:`nn_cycle_rate` on the selection rows every this many
+        steps, and at step 0, and keep the best state (its step is ``selected_step_``); 0 keeps the last
+        step. With the average (``ema`` > 0) the end is kept unless the state kept before is significantly
+        better (:func:`selection.end_is_kept`). ``None``, with ``init``: the start against the end with the
+        average, else every :data:`DEFAULT_SELECT_EVERY` steps; 0 without ``init``.
     ema : decay of the moving average of the generators' weights (module docstring);
         the average is scored, selected and kept. 0: the raw weights, as before.
     denoise : at transform time, pass inputs through the Wiener filter of
@@ -351,7 +349,8 @@ class Vec2Vec(Translator):
         self.generator_ = _networks().flatten_params(self._gen_module)
         self._fit_denoise(Xn, Yn)
         self.history_ = [dict(e, seed=r["index"]) for r in runs for e in r["history"]]
-        self.history_.append({"event": "selected", "seed": best, "nn_cycle_rate": self.seed_scores_})
+        self.history_.append({"event": "selected", "seed": best, "nn_cycle_rate": self.seed_scores_,
+                              "end_z": [r["end_z"] for r in runs]})
 
     def _train_seed(self, index: int, seed_seq: np.random.SeedSequence, Xn: np.ndarray, Yn: np.ndarray,
                     sx: np.ndarray, sy: np.ndarray, setting: Dict[str, Any]) -> Dict[str, Any]:
@@ -424,15 +423,18 @@ class Vec2Vec(Translator):
             numbers["disc"] = float(d_loss.detach())
             return {"g": g_loss, "d": d_loss}, numbers
 
-        def score(g) -> float:
-            return nn_cycle_rate(lambda A: apply_generator(g.a2b, A), lambda B: apply_generator(g.b2a, B), Xn[sx], Yn[sy])
+        def hits(g) -> Tuple[np.ndarray, np.ndarray]:
+            return nn_cycle_hits(lambda A: apply_generator(g.a2b, A), lambda B: apply_generator(g.b2a, B), Xn[sx], Yn[sy])
 
         def after_step(done: int) -> None:
             if averaged is not None:
                 averaged.update(gen)
             if keeper is not None and (done % select_every == 0 or done == self.steps):
                 kept.eval()
-                keeper.offer(kept, score(kept), done)
+                h, replace = hits(kept), None
+                if averaged is not None and done == self.steps:  # the average at the end: what training estimated
+                    replace, trainer.extra["end_z"] = end_is_kept(hits(keeper.gen), h)
+                keeper.offer(kept, cycle_rate(h), done, replace=replace)
                 kept.train()
 
         def settle() -> None:
@@ -442,7 +444,7 @@ class Vec2Vec(Translator):
                 trainer.extra["selected_step"] = int(keeper.step)
             elif averaged is not None:
                 averaged.restore(gen)
-            trainer.extra["score"] = float(keeper.score) if keeper is not None else score(gen)
+            trainer.extra["score"] = float(keeper.score) if keeper is not None else cycle_rate(hits(gen))
 
         def finish(epoch: int) -> None:
             settle()  # saved with the final checkpoint
@@ -450,7 +452,7 @@ class Vec2Vec(Translator):
         self._gen_module = gen
         if keeper is not None:  # the starting map is a candidate (a checkpoint, if any, overrides this)
             gen.eval()
-            keeper.offer(gen, score(gen), 0)
+            keeper.offer(gen, cycle_rate(hits(gen)), 0)
         legacy = seed_dir is not None and restore_legacy_checkpoint(trainer, seed_dir, index, *setting["legacy"])
         trainer.run(step, finish, resume=not legacy)
         gen.eval()
@@ -461,6 +463,7 @@ class Vec2Vec(Translator):
             gen=gen,
             score=float(trainer.extra["score"]),
             selected_step=int(trainer.extra.get("selected_step", trainer.global_step)),
+            end_z=trainer.extra.get("end_z"),
             steps=trainer.global_step,
             history=trainer.history,
             stopped=trainer.stopped,

@@ -168,9 +168,9 @@ def copy_params(src: nn.Module, dst: nn.Module) -> None:
 
 
 class BestState(nn.Module):
-    """The best generators seen so far, with their score and step as buffers, so that
-    the kept state is part of the trained state (checkpointed, restored on resume,
-    rolled back with the rest)."""
+    """The generators kept so far (the best by score, unless the caller's test decides), with
+    their score and step as buffers, so that the kept state is part of the trained state
+    (checkpointed, restored on resume, rolled back with the rest)."""
 
     def __init__(self, gen: nn.Module) -> None:
         super().__init__()
@@ -186,9 +186,10 @@ class BestState(nn.Module):
     def step(self) -> int:
         return int(self.best_step)
 
-    def offer(self, gen: nn.Module, score: float, step: int) -> None:
-        """Keep ``gen``'s state if ``score`` beats the best (ties keep the earlier state)."""
-        if score > self.score:
+    def offer(self, gen: nn.Module, score: float, step: int, replace: Optional[bool] = None) -> None:
+        """Keep ``gen``'s state if ``score`` beats the best (ties keep the earlier state), or as
+        ``replace`` says when it is given (the caller's own test)."""
+        if (score > self.score) if replace is None else replace:
             copy_params(gen, self.gen)
             with torch.no_grad():
                 self.best_score.fill_(score)
