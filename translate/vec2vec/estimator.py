@@ -91,7 +91,7 @@ MATCH_SINKHORN = {"eps": 0.003, "iters": 30}
 #: anchor weight used when ``init`` is given and ``weights`` does not set one.
 DEFAULT_ANCHOR = 1.0
 #: ``match`` weight used when ``init`` is given and ``weights`` does not set one. Off without ``init``: like
-#: Wasserstein-Procrustes, matching needs a start near the right map (from a random one it reinforces itself).
+#: Wasserstein-Procrustes, matching needs a start near the right map (a random start reinforces its first matches).
 DEFAULT_MATCH = 10.0
 #: fraction of ``steps`` over which the anchor weight falls linearly to zero (a constant
 #: anchor held Vec2Vec at the isometric map's top-1 on the ladder's curved rungs).
