@@ -318,6 +318,35 @@ def test_embed_refuses_missing_extension(tmp_path):
 
 
 @pytest.mark.slow
+def test_vec2vec_starts_from_a_named_unpaired_method(tmp_path):
+    """``--param init=isometric``: Vec2Vec from the isometric map fitted first on the same rows (the start
+    is a selection candidate, so the saved model has a selected step); a paired or unknown method is refused
+    by name before any fit; Isometric's own ``init`` (a string choice) is left as it is."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 6)) * np.linspace(0.5, 3, 6)
+    Q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    np.save(tmp_path / "a.npy", X.astype(np.float32))
+    np.save(tmp_path / "b.npy", (rng.standard_normal((300, 6)) * np.linspace(0.5, 3, 6) @ Q).astype(np.float32))
+    small = ["--param", "steps=2", "--param", "hidden=8", "--param", "depth=1", "--param", "batch_size=16"]
+    r = reptrans("fit", "--method", "vec2vec", "--source", "a.npy", "--target", "b.npy", "-o", "m",
+                 "--param", "init=isometric", "--param", "denoise=false", *small, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "init=Isometric(" in r.stdout
+    import translate
+
+    m = translate.load(tmp_path / "m")
+    assert m.init == "translator:Isometric" and m.selected_step_ in (0, 2) and m.history_[-1]["end_z"][0] is not None
+    for bad in ("procrustes", "nope"):
+        r = reptrans("fit", "--method", "vec2vec", "--source", "a.npy", "--target", "b.npy", "-o", "m2",
+                     "--param", f"init={bad}", *small, cwd=tmp_path)
+        assert r.returncode == 2 and "--param init" in r.stderr and "isometric" in r.stderr and bad in r.stderr
+        assert not (tmp_path / "m2").exists()
+    r = reptrans("fit", "--method", "isometric", "--source", "a.npy", "--target", "b.npy", "-o", "m3",
+                 "--param", "init=random", "--param", "n_init=1", "--param", "n_iter=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.slow
 def test_ctrl_c_exits_130_without_traceback(tmp_path):
     rng = np.random.default_rng(0)
     for name in ("a", "b"):

@@ -39,6 +39,7 @@ from .cli_support import (
     parse_param_items,
     read_finite,
     read_pairs,
+    resolve_init,
     takes_pairs,
     warning_printer,
 )
@@ -117,6 +118,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         note(args, f"note: --seed has no effect: {args.method} is deterministic")
     if "progress" in specs and "progress" not in params:
         params["progress"] = on_terminal()
+    resolve_init(cls, args.method, params, args.seed, on_terminal())
     try:
         t = cls(**params)
     except TypeError as exc:
@@ -292,7 +294,8 @@ def fit_epilog() -> str:
         lines.append(textwrap.fill(f"{method} ({kind}): {describe_params(cls)}", width=100, initial_indent="  ",
                                    subsequent_indent="      ", break_on_hyphens=False))
     lines.append("booleans are true/false; 'none' where a parameter allows it. --seed sets the seed of the methods "
-                 "that have one.")
+                 "that have one. vec2vec and cyclegan take init=isometric: start from the isometric map, fitted "
+                 "first on the same rows (the intended use on a CPU).")
     return "\n".join(lines)
 
 

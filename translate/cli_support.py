@@ -29,6 +29,7 @@ __all__ = [
     "parse_param_items",
     "read_finite",
     "read_pairs",
+    "resolve_init",
     "takes_pairs",
     "warning_printer",
 ]
@@ -214,6 +215,23 @@ def convert_params(cls: type, method: str, raw: Dict[str, str]) -> Dict[str, Any
             raise UsageError(f"--param {key}: {method} has no parameter {key!r}; valid keys: {valid}")
         out[key] = _convert(key, value, _kinds(specs[key]))
     return out
+
+
+def resolve_init(cls: type, method: str, params: Dict[str, Any], seed: Optional[int], progress: bool) -> None:
+    """``--param init=<method>`` for a translator that starts from another one (its ``init`` takes a
+    :class:`translate.Translator`: vec2vec, cyclegan): the named unpaired method's translator, unfitted,
+    with the command's seed; ``cls.fit`` fits it on the same rows first. In place."""
+    spec = param_specs(cls).get("init")
+    if spec is None or "Translator" not in str(spec.annotation) or not isinstance(params.get("init"), str):
+        return
+    starts = [m for m in METHOD_CLASSES if m != method and not getattr(method_class(m), "paired", False)]
+    name = params["init"].lower()
+    if name not in starts:
+        raise UsageError(f"--param init: {method} starts from an unpaired translator ({', '.join(starts)}) or none; "
+                         f"got {params['init']!r}")
+    start_cls = method_class(name)
+    kw = {k: v for k, v in (("seed", 0 if seed is None else seed), ("progress", progress)) if k in param_specs(start_cls)}
+    params["init"] = start_cls(**kw)
 
 
 # -- --pairs ----------------------------------------------------------------
