@@ -118,7 +118,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         note(args, f"note: --seed has no effect: {args.method} is deterministic")
     if "progress" in specs and "progress" not in params:
         params["progress"] = on_terminal()
-    resolve_init(cls, args.method, params, args.seed, on_terminal())
+    resolve_init(cls, args.method, params, params.get("seed", 0), on_terminal())
     try:
         t = cls(**params)
     except TypeError as exc:

@@ -217,7 +217,7 @@ def convert_params(cls: type, method: str, raw: Dict[str, str]) -> Dict[str, Any
     return out
 
 
-def resolve_init(cls: type, method: str, params: Dict[str, Any], seed: Optional[int], progress: bool) -> None:
+def resolve_init(cls: type, method: str, params: Dict[str, Any], seed: int, progress: bool) -> None:
     """``--param init=<method>`` for a translator that starts from another one (its ``init`` takes a
     :class:`translate.Translator`: vec2vec, cyclegan): the named unpaired method's translator, unfitted,
     with the command's seed; ``cls.fit`` fits it on the same rows first. In place."""
@@ -230,7 +230,7 @@ def resolve_init(cls: type, method: str, params: Dict[str, Any], seed: Optional[
         raise UsageError(f"--param init: {method} starts from an unpaired translator ({', '.join(starts)}) or none; "
                          f"got {params['init']!r}")
     start_cls = method_class(name)
-    kw = {k: v for k, v in (("seed", 0 if seed is None else seed), ("progress", progress)) if k in param_specs(start_cls)}
+    kw = {k: v for k, v in (("seed", seed), ("progress", progress)) if k in param_specs(start_cls)}
     params["init"] = start_cls(**kw)
 
 
