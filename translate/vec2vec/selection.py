@@ -58,7 +58,7 @@ def end_is_kept(hits_kept: Tuple[np.ndarray, np.ndarray], hits_end: Tuple[np.nda
     kept before it, and McNemar's z of the kept state's cycle outcomes against the end's (both
     directions pooled). The cycle criterion favours a linear start, which its pseudo-inverse undoes
     exactly, by a little: the end is kept unless the kept state is significantly better,
-    ``z < SELECT_Z`` (docs/ladder.md: on curved synthetic pairs the end gains with z from -4.6 to
+    ``z < SELECT_Z`` (docs/ladder.md: on curved synthetic pairs the end gains with z from -3.3 to
     0.5; on real pairs where it loses, z 3.0-11.9)."""
     z = mcnemar_z(np.concatenate(hits_kept), np.concatenate(hits_end))
     return z < SELECT_Z, z
