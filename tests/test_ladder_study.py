@@ -42,6 +42,42 @@ def test_synthetic_rungs_share_the_cloud_and_the_isometric_rung_is_a_rotation():
     np.testing.assert_array_equal(again["Bt"], b["Bt"])
 
 
+def _vecmap_rotation(seed=0, n=400, pool=100, d=12):
+    """Pairs related by a rotation between the VecMap-preprocessed spaces only: each row of either side has its own
+    norm, and both sides an offset mean, so the centred spaces alone are not a rotation apart."""
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    Z = rng.standard_normal((n + pool, d)) + 2.0 * rng.standard_normal(d)
+    U = Z / np.linalg.norm(Z, axis=1, keepdims=True)
+    X = (U * rng.uniform(0.2, 3.0, (len(U), 1))).astype(np.float32)
+    Y = ((U @ Q) * rng.uniform(0.2, 3.0, (len(U), 1))).astype(np.float32)
+    return dict(Ap=X[:n], Bp=Y[:n], At=X[n:], Bt=Y[n:])
+
+
+def test_ceilings_are_fitted_between_the_preprocessed_spaces_and_raw_on_request():
+    from translate.paired import Procrustes
+
+    D = _vecmap_rotation()
+    pre, raw = L.fit_ceiling("procrustes", D, 0)(D["At"]), L.fit_ceiling("procrustes-raw", D, 0)(D["At"])
+    np.testing.assert_allclose(pre, Procrustes(normalize=True).fit(D["Ap"], D["Bp"]).transform(D["At"]), rtol=1e-6)
+    np.testing.assert_allclose(raw, Procrustes().fit(D["Ap"], D["Bp"]).transform(D["At"]), rtol=1e-6)
+    assert L.metrics(pre, D["Bt"])["top1"] == 1.0
+    # the MLP ceiling starts at the least-squares map between the preprocessed spaces (exact here) and keeps its
+    # best held-out step: translations point at their true rows after the inverse preprocessing
+    mlp = L.paired_mlp(D["Ap"], D["Bp"], hidden=16, steps=20, eval_every=10, vecmap=True)(D["At"])
+    cos = np.sum(mlp * D["Bt"], 1) / np.linalg.norm(mlp, axis=1) / np.linalg.norm(D["Bt"], axis=1)
+    assert mlp.shape == D["Bt"].shape and cos.min() > 0.99
+
+
+def test_a_rung_margin_takes_the_better_ceiling_of_each_family():
+    R = {"procrustes": _row(0.90), "procrustes-raw": _row(0.80), "mlp": _row(0.95), "mlp-raw": _row(0.97)}
+    assert L.ceiling(R, "procrustes") == 0.90 and L.ceiling(R, "mlp") == 0.97
+    assert abs(L.rung_target(R) - 0.035) < 1e-9  # half of 0.97 - 0.90
+    assert L.ceiling({"mlp": _row(0.95)}, "mlp") == 0.95  # a JSON from before the raw rows
+    R |= {"ridge": _row(0.93), "ridge-raw": _row(0.92)}
+    assert "| `minilm-e5` | 0.800 / 0.900 | 0.920 / 0.930 | 0.970 / 0.950 | +0.170 | +0.070 |" in L.markdown({"rungs": {"minilm-e5": R}})
+
+
 def _row(top1):
     return dict(top1=top1, top5=1.0, mean_cos=0.9, foscttm=0.0, pool=1000, cpu_s=1.0)
 

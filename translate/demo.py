@@ -14,7 +14,9 @@ The demo
    on each side) and translates the held-out source rows into B;
 2. evaluates it over the whole held-out pool beside the identity baseline
    (zero-padded to B's width) and the paired Procrustes oracle (the ceiling: fitted
-   on the same n target texts, which the source encoder also embeds for it);
+   on the same n target texts, which the source encoder also embeds for it, between the
+   spaces the isometric translator maps -- VecMap's preprocessing, ``normalize=True``:
+   centred rows alone understate it, minilm -> e5 0.907 against 0.987, docs/ladder.md);
 3. measures how aligned the two spaces are with every fast metric of ``align``,
    each beside its chance level (rows shuffled), on ``n_metric`` of those pairs.
 
@@ -96,7 +98,7 @@ def run_demo(
     add("isometric (unpaired)", 0, time.perf_counter() - t, iso.transform(A_test))
     iso.save(out / "isometric")
     t = time.perf_counter()
-    oracle = Procrustes().fit(A_of_B, B)
+    oracle = Procrustes(normalize=True).fit(A_of_B, B)
     add("procrustes oracle", n, time.perf_counter() - t, oracle.transform(A_test))
     oracle.save(out / "procrustes")
 

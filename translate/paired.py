@@ -212,7 +212,9 @@ class Procrustes(_PairedBase):
     Parameters
     ----------
     center : subtract each space's mean before fitting (learned, saved).
-    normalize : VecMap preprocessing -- unit rows, centre, unit rows -- in both spaces.
+    normalize : VecMap preprocessing -- unit rows, centre, unit rows -- in both spaces: the spaces
+        :class:`translate.Isometric` maps, and the stronger oracle for cosine retrieval between sentence
+        encoders (minilm -> e5, 5k pairs: top-1 0.987 against 0.907 centred only; docs/ladder.md).
     scale : also fit the least-squares isotropic scale ``s = tr Σ / ||X||²_F``
         (does not change cosines between translated rows; it matters only for
         the relative size of the restored B mean and for squared errors).
