@@ -167,6 +167,28 @@ def synthetic_rung(strength: float, n: int, pool: int, d: int, k: int, noise: fl
     return dict(A=f32(A), B=f32(Bp), Ap=f32(Ap), Bp=f32(Bp), At=f32(At), Bt=f32(Bt))
 
 
+def twisted_rung(src: Callable[[int, int], np.ndarray], strength: float, n: int, pool_start: int, pool: int,
+                 seed: int) -> Dict[str, np.ndarray]:
+    """A real encoder against a curved copy of itself: B is the encoder's rows of *other* texts through
+    :func:`twist_warp` of strength ``strength`` in their principal coordinates (the driving half is the top
+    half of the principal directions of the paired rows), the mean restored, then a random rotation, rows
+    unit. The relation A -> B is a known smooth, curved bijection on real embeddings' geometry; texts as
+    :func:`real_rung`."""
+    rng = np.random.default_rng(seed)
+    A, Ap, At = src(n, 0), src(n, n).astype(np.float64), src(pool, pool_start)
+    mean = Ap.mean(0)
+    P = np.linalg.svd(Ap - mean, full_matrices=False)[2].T
+    warp = twist_warp((Ap - mean) @ P, rng)
+    Q, _ = np.linalg.qr(rng.standard_normal((A.shape[1], A.shape[1])))
+
+    def to_b(Z: np.ndarray) -> np.ndarray:
+        return _unit(warp((Z - mean) @ P, strength) @ P.T + mean) @ Q
+
+    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
+    Bp = to_b(Ap)
+    return dict(A=f32(A), B=f32(Bp), Ap=f32(Ap), Bp=f32(Bp), At=f32(At), Bt=f32(to_b(At)))
+
+
 def _unit(Z: np.ndarray) -> np.ndarray:
     return Z / np.linalg.norm(Z, axis=1, keepdims=True)
 
@@ -339,6 +361,8 @@ def rung_data(rung: str, args) -> Dict[str, np.ndarray]:
         return synthetic_rung(float(rung[len("synth-w"):]), args.syn_n, args.pool, args.syn_d, args.syn_k,
                               args.syn_noise, args.seed)
     src, tgt = rung.split("-")
+    if tgt.startswith("twist"):
+        return twisted_rung(_encoder(src), float(tgt[len("twist"):]), args.n, args.pool_start, args.pool, args.seed)
     return real_rung(_encoder(src), _encoder(tgt), args.n, args.pool_start, args.pool)
 
 

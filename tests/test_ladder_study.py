@@ -42,6 +42,25 @@ def test_synthetic_rungs_share_the_cloud_and_the_isometric_rung_is_a_rotation():
     np.testing.assert_array_equal(again["Bt"], b["Bt"])
 
 
+def test_twisted_rung_is_a_rotation_at_strength_zero_and_curved_above():
+    rng = np.random.default_rng(0)
+    Z = rng.standard_normal((700, 10)) * np.geomspace(1, 0.2, 10) + 0.5
+
+    def enc(n, start):  # a fake encoder: rows [start, start + n) of Z
+        return Z[start:start + n].astype(np.float32)
+
+    flat, bent = (L.twisted_rung(enc, s, n=300, pool_start=600, pool=100, seed=1) for s in (0.0, 1.5))
+    for D in (flat, bent):
+        np.testing.assert_array_equal(D["A"], Z[:300].astype(np.float32))
+        np.testing.assert_array_equal(D["B"], D["Bp"])  # B holds the other texts, the paired ceilings' rows
+        np.testing.assert_allclose(np.linalg.norm(D["Bt"], axis=1), 1.0, atol=1e-5)
+    unit = Z[300:600] / np.linalg.norm(Z[300:600], axis=1, keepdims=True)
+    Q, *_ = np.linalg.lstsq(unit, flat["Bp"], rcond=None)  # strength 0: unit rows, then one rotation
+    np.testing.assert_allclose(Q @ Q.T, np.eye(10), atol=1e-4)
+    R, *_ = np.linalg.lstsq(unit, bent["Bp"], rcond=None)
+    assert np.abs(unit @ R - bent["Bp"]).max() > 0.05  # the twist leaves what no linear map explains
+
+
 def _vecmap_rotation(seed=0, n=400, pool=100, d=12):
     """Pairs related by a rotation between the VecMap-preprocessed spaces only: each row of either side has its own
     norm, and both sides an offset mean, so the centred spaces alone are not a rotation apart."""
