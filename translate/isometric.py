@@ -362,7 +362,7 @@ class Isometric(Translator):
             warnings.warn(
                 f"Isometric: no two of {len(results)} restarts found the same map ({n_ok} passed min_gain="
                 f"{self.min_gain}; kept gain {results[chosen]['gain']:.2f}); the map may be wrong. Give more rows "
-                "per side" + ("" if pairs_note else ", a few known pairs (fit(X, Y, pairs=P): 5 can confirm a map)")
+                "per side" + ("" if pairs_note else ", a few known pairs (pairs=, reptrans fit --pairs: 5 can confirm a map)")
                 + ", more restarts (n_init) or iterations (n_iter)." + (f" {pairs_note}" if pairs_note else ""),
                 RuntimeWarning, stacklevel=3)
         self.restarts_ = results
