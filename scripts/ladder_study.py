@@ -163,8 +163,7 @@ def synthetic_rung(strength: float, n: int, pool: int, d: int, k: int, noise: fl
         return _unit(warp(Z, strength) @ Q + noise / np.sqrt(d) * rng.standard_normal(Z.shape))
 
     Bp, Bt = to_b(Ap), to_b(At)
-    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-    return dict(A=f32(A), B=f32(Bp), Ap=f32(Ap), Bp=f32(Bp), At=f32(At), Bt=f32(Bt))
+    return dict(A=_f32(A), B=_f32(Bp), Ap=_f32(Ap), Bp=_f32(Bp), At=_f32(At), Bt=_f32(Bt))
 
 
 def twisted_rung(src: Callable[[int, int], np.ndarray], strength: float, n: int, pool_start: int, pool: int,
@@ -184,9 +183,12 @@ def twisted_rung(src: Callable[[int, int], np.ndarray], strength: float, n: int,
     def to_b(Z: np.ndarray) -> np.ndarray:
         return _unit(warp((Z - mean) @ P, strength) @ P.T + mean) @ Q
 
-    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     Bp = to_b(Ap)
-    return dict(A=f32(A), B=f32(Bp), Ap=f32(Ap), Bp=f32(Bp), At=f32(At), Bt=f32(to_b(At)))
+    return dict(A=_f32(A), B=_f32(Bp), Ap=_f32(Ap), Bp=_f32(Bp), At=_f32(At), Bt=_f32(to_b(At)))
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _unit(Z: np.ndarray) -> np.ndarray:
@@ -318,6 +320,11 @@ def ceiling(R: Dict[str, Any], family: str) -> float:
     return max(R[k]["top1"] for k in (family, f"{family}-raw") if k in R)
 
 
+def margin(R: Dict[str, Any]) -> float:
+    """A rung's paired MLP − Procrustes margin (top-1), each the better of its fits (:func:`ceiling`)."""
+    return ceiling(R, "mlp") - ceiling(R, "procrustes")
+
+
 def isometric(D: Dict[str, np.ndarray], path: Path, seed: int):
     """The unpaired isometric map of the rung, fitted once and saved (a rerun of the study
     starts its Vec2Vec rows from the same map)."""
@@ -440,7 +447,7 @@ ROW_LABELS = {
 def rung_target(R: Dict[str, Any]) -> Optional[float]:
     """The issue's target on one rung for Vec2Vec-from-isometric − Isometric: half the paired MLP − Procrustes
     margin where it is 0.05 or more (curved), −0.005 where the margin is under 0.01 (isometric), else none."""
-    gap = ceiling(R, "mlp") - ceiling(R, "procrustes")
+    gap = margin(R)
     return gap / 2 if gap >= 0.05 else (-0.005 if abs(gap) < 0.01 else None)
 
 
@@ -452,7 +459,7 @@ def verdict(R: Dict[str, Any]) -> str:
     """The issue's targets on one rung, from its numbers."""
     if "v2v-iso" not in R:
         return ""
-    gap = ceiling(R, "mlp") - ceiling(R, "procrustes")
+    gap = margin(R)
     gain = R["v2v-iso"]["top1"] - R["isometric"]["top1"]
     need = rung_target(R)
     if gap >= 0.05:
@@ -475,7 +482,7 @@ def summary(result: Dict[str, Any]) -> str:
     for rung, R in sorted(result["rungs"].items(), key=_rung_order):
         if "v2v-iso" not in R:
             continue
-        gap = ceiling(R, "mlp") - ceiling(R, "procrustes")
+        gap = margin(R)
         gain = R["v2v-iso"]["top1"] - R["isometric"]["top1"]
         need = rung_target(R)
         target = "(gap < 0.05: none)" if need is None else f"≥ {need:+.3f}".replace("-", "−")
@@ -528,7 +535,7 @@ def ceiling_table(result: Dict[str, Any]) -> str:
             continue
         cells = " | ".join(f"{R[f + '-raw']['top1']:.3f} / {R[f]['top1']:.3f}" for f in fams)
         raw_gap = R["mlp-raw"]["top1"] - R["procrustes-raw"]["top1"]
-        out.append(f"| `{rung}` | {cells} | {raw_gap:+.3f} | {ceiling(R, 'mlp') - ceiling(R, 'procrustes'):+.3f} |")
+        out.append(f"| `{rung}` | {cells} | {raw_gap:+.3f} | {margin(R):+.3f} |")
     return "\n".join(out) if len(out) > 2 else ""
 
 
@@ -567,9 +574,8 @@ def plot(result: Dict[str, Any], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
     styles = {"procrustes": ":", "ridge": ":", "mlp": ":", "v2v-iso-end": "--"}
-    skip = {"procrustes-raw", "ridge-raw", "mlp-raw"}  # the figure shows the ceilings the margins use
     for key, label in ROW_LABELS.items():
-        pts = [(s, R[key]["top1"]) for s, R in syn if key in R and key not in skip]
+        pts = [(s, R[key]["top1"]) for s, R in syn if key in R and not key.endswith("-raw")]  # preprocessed fits only
         if pts:
             ax.plot(*zip(*pts), styles.get(key, "-"), marker="o", label=label.replace("`", ""))
     ax.set_xlabel("warp strength s (0: a rotation)")
