@@ -373,10 +373,13 @@ def _finalize_block(
 def _exact_select(Qr: np.ndarray, D: np.ndarray, k: int, self_rows: Optional[np.ndarray]):
     """Exact top-k with lower-index-first ties, by a full row of similarities.
 
-    Used only for the (rare) rows with a tie at the k-th place.
+    Used only for the (rare) rows with a tie at the k-th place. The products are numpy's own loops (einsum),
+    not BLAS: OpenBLAS rounds a product by the row's place in its tiles (on an AMD EPYC with its Haswell
+    kernels, 11 of 25 groups of equal rows got unequal float32 values), which would break the very ties
+    this settles; FAISS and torch gave equal rows equal values there.
     """
     nd = D.shape[0]
-    S = Qr @ D.T
+    S = np.einsum("id,jd->ij", Qr, D)
     if self_rows is not None:
         S[np.arange(len(Qr)), self_rows] = -np.inf
     kth = -np.partition(-S, k - 1, axis=1)[:, k - 1 : k]
