@@ -403,11 +403,12 @@ def test_isometric_low_dimensional_restarts_find_what_the_full_one_missed():
     """One full restart (32-d) ends on a partly right map (gain 2.1; kept alone it
     translates at top-1 ~0.57) that nothing confirms. Restarts in 8 principal
     directions per side, lifted and annealed, reach a better map (gain 3.1) close
-    enough to confirm it: no warning, top-1 1.0. With ``lowdim=0`` the fit warns."""
+    enough to confirm it: no warning, top-1 1.0. With ``lowdim=0`` the fit warns. (Signature starts
+    only, ``gromov_restarts=0``: these numbers are theirs; the Gromov-Wasserstein starts are tested below.)"""
     X, Y, Xt, Yt, _ = iso_data(32, 32, n=1500, n_test=300, k=100)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        m = Isometric(seed=0, n_init=1, lowdim=8, lowdim_restarts=3, **ISO).fit(X, Y)
+        m = Isometric(seed=0, n_init=1, lowdim=8, gromov_restarts=0, lowdim_restarts=3, **ISO).fit(X, Y)
     assert [r["lowdim"] for r in m.restarts_] == [False, True]
     assert m.restarts_[1]["polished"] and m.restarts_[1]["agrees_with"] == 0
     assert m.restarts_[m.chosen_restart_]["lowdim"] and m.restarts_[1]["gain"] > m.restarts_[0]["gain"] + 0.5
@@ -427,7 +428,7 @@ def test_isometric_passed_full_restart_competes_for_the_annealing():
     replaced, not duplicated: it must not confirm itself), then compared."""
     X, Y, *_ = iso_data(32, 32, n=1500, n_test=300, k=100)
     with pytest.warns(RuntimeWarning, match="no two of 2 restarts"):
-        m = Isometric(seed=0, n_init=1, lowdim=8, lowdim_restarts=3, agree=0.99, **ISO).fit(X, Y)
+        m = Isometric(seed=0, n_init=1, lowdim=8, gromov_restarts=0, lowdim_restarts=3, agree=0.99, **ISO).fit(X, Y)
     assert [r["lowdim"] for r in m.restarts_] == [False, True]
     lifted = sorted(h["gain"] for h in m.history_ if h.get("stage") == "lowdim")
     assert m.restarts_[0]["gain"] > lifted[-2]  # it outranked the second lifted restart
@@ -446,12 +447,12 @@ def test_isometric_low_dimensional_rounds_run_until_one_is_confirmed(monkeypatch
     X, Y, *_ = iso_data(32, 32, n=1500, n_test=300, k=100)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        m = Isometric(seed=0, n_init=1, lowdim=8, lowdim_restarts=6, agree=0.99, **ISO).fit(X, Y)
+        m = Isometric(seed=0, n_init=1, lowdim=8, gromov_restarts=0, lowdim_restarts=6, agree=0.99, **ISO).fit(X, Y)
     assert [h["restart"] for h in m.history_ if h.get("stage") == "lowdim"] == [1, 2, 3, 4]
     assert m.confirmed_ and [r["lowdim"] for r in m.restarts_] == [False, True, True]
     assert m.restarts_[0]["agrees_with"] is None and m.restarts_[2]["agrees_with"] == 1
     with pytest.warns(RuntimeWarning, match="no two of 2 restarts"):
-        m1 = Isometric(seed=0, n_init=1, lowdim=8, lowdim_restarts=2, agree=0.99, **ISO).fit(X, Y)
+        m1 = Isometric(seed=0, n_init=1, lowdim=8, gromov_restarts=0, lowdim_restarts=2, agree=0.99, **ISO).fit(X, Y)
     assert not m1.confirmed_
 
 
@@ -667,6 +668,7 @@ def test_isometric_transform_wrong_width(iso32):
         (dict(explore_rows=0), "explore_rows"),
         (dict(lowdim=-1), "lowdim"),
         (dict(lowdim_restarts=1.5), "lowdim_restarts"),
+        (dict(gromov_restarts=-1), "gromov_restarts"),
     ],
 )
 def test_isometric_bad_parameters(kw, match):
@@ -759,6 +761,41 @@ def test_orthogonal_procrustes_matches_svd(shape, rank):
     if rank is None:  # full rank: the polar factor is unique
         U, _, Vt = np.linalg.svd(M, full_matrices=False)
         np.testing.assert_allclose(W, U @ Vt, atol=1e-10)
+
+
+def test_gromov_starts_recover_a_rotation_and_rank_it_first():
+    """Entropic Gromov-Wasserstein couplings of two clustered samples, Y other rows rotated by Q:
+    the starts scored highest map X to Y by Q (tr(Wᵀ Q) / d = 0.98 here), those that settled
+    elsewhere score lower (-0.06..0.14); the same seed gives the same starts."""
+    X, Y, _, _, Q = iso_data(16, 16, n=400, n_test=10, k=30)
+    X, Y = (match_mod.unit_rows(Z - Z.mean(axis=0)) for Z in (X, Y))
+    eps = np.geomspace(1.0, 0.05, 60)
+    out = match_mod.gromov_starts(X, Y, 6, eps, np.random.default_rng(0))
+    scores = [s for s, _ in out]
+    assert scores == sorted(scores, reverse=True)
+    fits = [float(np.trace(W.T @ Q)) / 16 for _, W in out]
+    assert fits[0] > 0.95 and min(fits) < 0.5  # some starts land elsewhere; the best score is the right map
+    assert all(s < scores[0] - 1e-3 for s, f in zip(scores, fits) if f < 0.5)
+    for _, W in out:
+        np.testing.assert_allclose(W @ W.T, np.eye(16), atol=1e-5)
+    again = match_mod.gromov_starts(X, Y, 6, eps, np.random.default_rng(0))
+    assert all(np.array_equal(W1, W2) for (_, W1), (_, W2) in zip(out, again))
+
+
+def test_isometric_gromov_restarts_join_the_low_dimensional_search():
+    """``gromov_restarts`` low-dimensional restarts from the Gromov-Wasserstein pool join the first
+    round (history ``start``), on their own random stream: the other restarts are exactly those of
+    ``gromov_restarts=0`` (same criteria). A round lifts all of its restarts before any can confirm."""
+    X, Y, *_ = iso_data(16, 16, n=600, n_test=10, k=40)
+    lifted = {}
+    for g in (0, 1):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = Isometric(seed=0, n_init=1, n_iter=10, lowdim=8, lowdim_restarts=2, gromov_restarts=g, **ISO).fit(X, Y)
+        lifted[g] = [(h["start"], h["criterion"]) for h in m.history_ if h.get("stage") == "lowdim"]
+        assert not hasattr(m, "_gromov")  # the pool is dropped after fit
+    assert [s for s, _ in lifted[1]] == ["gromov", "signature", "signature"]
+    assert lifted[1][1:] == lifted[0] and [s for s, _ in lifted[0]] == ["signature", "signature"]
 
 
 def test_entropic_plan_marginals():

@@ -38,6 +38,8 @@ Steps
    on the fit rows, then run on all rows; the other refinements (step 8, the known pairs') keep their best step.
 8. Low-dimensional restarts, when none is confirmed: in each side's top ``lowdim`` principal directions, lifted,
    polished; in rounds of 8, each round's two best annealed, until one is confirmed or ``lowdim_restarts`` have run.
+   ``gromov_restarts`` more join the first round, started from the best entropic Gromov-Wasserstein couplings of
+   the principal components (:func:`gromov_starts`; Alvarez-Melis & Jaakkola 2018), ranked by their objective.
 
 Neighbour search: :mod:`align.knn`, in the narrower of the two spaces.
 
@@ -64,24 +66,22 @@ from align.validation import check_choice, check_positive_int, check_real
 
 from .base import Translator
 from .matching import (best_schedule, block_assignment, centroid_anchors, common_space, cross, csls_match,
-                       mean_map, pairs_found, polar, random_map, relative_targets, signatures, subsample, transport_step,
-                       unit_rows)
+                       gromov_starts, mean_map, pairs_found, polar, random_map, relative_targets, signatures, subsample,
+                       transport_step, unit_rows)
 from .paired import SpacePrep, check_map_state
 
 __all__ = ["Isometric", "INITS"]
 
 INITS = ("anchors", "signature", "random")
-# Fewer rows than this per side leave nothing to hold out and nothing to match.
-_MIN_ROWS = 20
-# Held-out rows per side are capped: the criterion needs a few thousand at most.
-_MAX_VAL = 2000
-# Rows per side subsampled for each k-means run of init="anchors" (mini-vec2vec uses 10k).
-_ANCHOR_ROWS = 10000
+_MIN_ROWS = 20  # fewer rows per side leave nothing to hold out and nothing to match
+_MAX_VAL = 2000  # held-out rows per side are capped: the criterion needs a few thousand at most
+_ANCHOR_ROWS = 10000  # rows per side subsampled for each k-means run of init="anchors" (mini-vec2vec uses 10k)
 _POLISH_CHANGE = 0.005  # polishing stops when fewer than this share of matched pairs change
-# Annealing cycles per low-dimensional restart, at most (minilm -> e5, 11.5k: 0.81, 0.94, 0.94).
-_ANNEAL_CYCLES = 4
+_ANNEAL_CYCLES = 4  # annealing cycles per low-dimensional restart, at most (minilm -> e5, 11.5k: 0.81, 0.94, 0.94)
 _LOWDIM_ROUND = 8  # low-dimensional restarts per round: the first round is the search as it was with 8
 _PAIR_TOP = 0.001  # a held-out known pair is found when its target ranks in this top share of Y
+# Gromov-Wasserstein starts: the best of 8 couplings of <= 2000 rows per side, ε 1 -> 0.05 over 60 plans
+_GROMOV_POOL, _GROMOV_ROWS, _GROMOV_EPS = 8, 2000, np.geomspace(1.0, 0.05, 60)
 
 
 def _confirms(res: Dict[str, Any]) -> bool:
@@ -102,19 +102,16 @@ class Isometric(Translator):
     explore_rows : rows per side drawn at random for each exploration iteration (all fit rows when there are fewer).
     csls_k : neighbours for CSLS (Conneau et al. 2018 use 10).
     init : ``"signature"`` (sorted-similarity signatures) or ``"random"`` (a random orthogonal map; for ablations).
-    init_size : rows per side subsampled for the signatures.
-    n_quantiles : length of each signature.
+    init_size, n_quantiles : rows per side subsampled for the signatures, and the length of each signature.
     val_fraction : share of each side held out for the criterion (<= 2000 rows).
-    eval_every : iterations between evaluations of the criterion.
-    patience : evaluations without improvement before a restart that passed ``min_gain`` stops; twice as many end
-        one under it, after a polished probe.
+    eval_every, patience : iterations between evaluations of the criterion; evaluations without improvement
+        before a restart that passed ``min_gain`` stops (twice as many end one under it, after a polished probe).
     min_gain : the criterion's gain over a random map needed to stop and to count as a success (right maps on real
         encoder pairs: 0.7-3.1; wrong ones on hard data pass it too).
     agree : two maps are "the same" when the mean cosine between their translations of the held-out source rows is
         at least this (two right maps 0.48-0.93, a right and a wrong one <= 0.22, two wrong ones on synthetic
         mixtures up to 0.57: ``docs/translation.md``).
-    polish_iter : at most this many rounds of full CSLS matching (both directions) + Procrustes on a restart that
-        passed ``min_gain`` or settled under it.
+    polish_iter : most rounds of full CSLS matching (both ways) + Procrustes on a restart that passed or settled.
     ot_iter : most entropic-transport steps per temperature of the final refinement (0: none).
     ot_eps, ot_scan : its temperatures, ``ot_eps · 2^j`` for j < ``ot_scan``, on cosine similarities.
     ot_rows : rows per side (a random subsample beyond it) in each entropic plan; memory is one ``ot_rows²`` float32
@@ -127,6 +124,7 @@ class Isometric(Translator):
         of entropic plans and their temperatures (geometric from start to end).
     lowdim, lowdim_restarts : principal directions per side, and the most restarts (in rounds of 8, until one is
         confirmed) of the low-dimensional search that follows (0: none).
+    gromov_restarts : low-dimensional restarts from Gromov-Wasserstein couplings added to the first round (0: none).
     seed : seeds every random choice. The same seed gives the same map bit for bit in one process, in fresh
         processes whatever ``REPTRANS_THREADS``, on a misaligned copy of the input and through ``reptrans fit`` --
         at one thread count of numpy's BLAS, whose float32 sums depend on it (the search amplifies that rounding
@@ -151,8 +149,9 @@ class Isometric(Translator):
     history_ : one dict per exploration iteration (restart, iter, objective = mean cosine of the block assignment,
         criterion and gain = last held-out evaluation), one per polishing round (stage = "polish", restart, iter,
         objective = mean CSLS score, changed = share of matches that changed), one per lifted low-dimensional
-        restart (stage = "lowdim", restart, iter, criterion, gain), one for the mean of two agreeing maps (stage =
-        "mean", criterion, kept), one per refinement round (stage = "transport", iter, eps, objective).
+        restart (stage = "lowdim", restart, iter, criterion, gain, start = "gromov" or ``init``), one for the mean of
+        two agreeing maps (stage = "mean", criterion, kept), one per refinement round (stage = "transport", iter, eps,
+        objective).
     """
 
     _state = ("W_", "mean_a_", "mean_b_")
@@ -195,6 +194,7 @@ class Isometric(Translator):
         anneal_eps_end: float = 0.03,
         lowdim: int = 64,
         lowdim_restarts: int = 24,
+        gromov_restarts: int = 2,
         seed: int = 0,
         progress: bool = True,
     ):
@@ -226,20 +226,19 @@ class Isometric(Translator):
         self.anneal_eps_end = anneal_eps_end
         self.lowdim = lowdim
         self.lowdim_restarts = lowdim_restarts
+        self.gromov_restarts = gromov_restarts
         self.seed = seed
         self.progress = progress
 
     # -- parameters -------------------------------------------------------
     def _check_params(self) -> None:
         for name in ("n_init", "n_iter", "batch_size", "explore_rows", "csls_k", "init_size", "eval_every", "patience",
-                     "anchor_runs", "qap_restarts", "soft_k", "anneal_iter"):
+                     "anchor_runs", "qap_restarts", "soft_k", "anneal_iter", "ot_scan"):
             check_positive_int(getattr(self, name), name)
-        check_positive_int(self.n_quantiles, "n_quantiles", minimum=2)
-        for name in ("polish_iter", "ot_iter", "lowdim", "lowdim_restarts"):
+        for name in ("polish_iter", "ot_iter", "lowdim", "lowdim_restarts", "gromov_restarts", "seed"):
             check_positive_int(getattr(self, name), name, minimum=0)
-        check_positive_int(self.ot_scan, "ot_scan")
+        check_positive_int(self.n_quantiles, "n_quantiles", minimum=2)
         check_positive_int(self.ot_rows, "ot_rows", minimum=2)
-        check_positive_int(self.seed, "seed", minimum=0)
         check_choice(self.init, "init", INITS)
         check_real(self.val_fraction, "val_fraction", 0, 0.5, open_low=True, open_high=True)
         check_real(self.agree, "agree", 0, 1, open_low=True, open_high=True)
@@ -272,6 +271,7 @@ class Isometric(Translator):
         (fa, va), (fb, vb) = split(len(Xp), rows[:, 0]), split(len(Yp), rows[:, 1])
         Xf, Yf, Xv, Yv = Xp[fa], Yp[fb], Xp[va], Yp[vb]
         self._known = (Xp[rows[:, 0]], Yp[rows[:, 1]]) if len(rows) else None
+        self._gromov: List[Tuple[float, np.ndarray]] = []  # the Gromov-Wasserstein starts, once needed
         k_val = min(self.csls_k, len(Xv), len(Yv))
 
         def criterion(W: np.ndarray) -> float:
@@ -279,12 +279,10 @@ class Isometric(Translator):
 
         d_a, d_b = Xp.shape[1], Yp.shape[1]
         null = float(np.mean([criterion(random_map(d_a, d_b, rng)) for _ in range(3)]))
-        # CSLS can be negative; measure the gain against the null level's magnitude.
-        scale = max(abs(null), 1e-6)
+        scale = max(abs(null), 1e-6)  # CSLS can be negative: gains are measured against the null's magnitude
         self.null_criterion_ = null
 
-        def agreement(W1: np.ndarray, W2: np.ndarray) -> float:
-            # mean cosine between the two maps' translations of the held-out rows
+        def agreement(W1: np.ndarray, W2: np.ndarray) -> float:  # mean cosine of their held-out translations
             return float(np.mean(np.sum(unit_rows(Xv @ W1) * unit_rows(Xv @ W2), axis=1)))
 
         results, maps = [], []  # type: List[Dict[str, Any]], List[np.ndarray]
@@ -293,7 +291,7 @@ class Isometric(Translator):
             pairs_note = self._fit_from_pairs(Xf, Yf, rng, criterion, null, scale, agreement)
             if pairs_note is None:
                 self.confirmed_ = True
-                del self._known
+                del self._known, self._gromov
                 return
             # unconfirmed: the search without pairs follows; the pairs' map is its restart 0
             results, maps, self._known = [self.restarts_[0]], [self.W_], None
@@ -349,10 +347,8 @@ class Isometric(Translator):
                 kept = crit_m > results[chosen]["criterion"]
                 self.history_.append({"stage": "mean", "criterion": crit_m, "kept": kept})
                 maps[chosen] = W_m if kept else maps[chosen]
-        else:
-            # Polishing can lift a restart in the basin past others (and reorder them),
-            # so the two best unpolished ones are polished before the choice.
-            # An unconfirmed search does not overrule the known pairs (500 per side: 0.000, theirs 0.180).
+        else:  # polishing can lift a restart in the basin past others: the two best unpolished are polished first;
+            # an unconfirmed search does not overrule the known pairs (500 per side: 0.000, theirs 0.180)
             todo = [] if pairs_note else sorted((i for i, res in enumerate(results) if not res["polished"]),
                                                 key=lambda i: -results[i]["criterion"])[:2]
             for i in todo:
@@ -364,11 +360,10 @@ class Isometric(Translator):
                 f"{self.min_gain}; kept gain {results[chosen]['gain']:.2f}); the map may be wrong. Give more rows per "
                 f"side, {hint} known pairs, more restarts (n_init) or iterations (n_iter)."
                 + (f" {pairs_note}" if pairs_note else ""), RuntimeWarning, stacklevel=3)
-        self.restarts_ = results
-        self.chosen_restart_ = chosen
+        self.restarts_, self.chosen_restart_ = results, chosen
         self.W_ = maps[0] if pairs_note and chosen == 0 else self._final_refine(Xf, Yf, Xp, Yp, maps[chosen], rng,
                                                                                  criterion, 1e-3 * scale)
-        del self._known
+        del self._known, self._gromov
 
     def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> Optional[str]:
         """Known pairs: one start from their relative representations, then an annealed entropic refinement on the fit
@@ -415,9 +410,14 @@ class Isometric(Translator):
         return polar(M)
 
     def _initial_map(self, Xf: np.ndarray, Yf: np.ndarray, rng: np.random.Generator, restart: int) -> np.ndarray:
-        d_a, d_b = Xf.shape[1], Yf.shape[1]
+        g, shape = restart - self.n_init, (Xf.shape[1], Yf.shape[1])  # g: the low-dimensional restart's rank
+        if 0 <= g < self.gromov_restarts and self._known is None:
+            if not self._gromov:  # one pool for all of them: its scores compare couplings of the same rows
+                Xs, Ys = subsample(Xf, _GROMOV_ROWS, rng), subsample(Yf, _GROMOV_ROWS, rng)
+                self._gromov = gromov_starts(Xs, Ys, max(_GROMOV_POOL, self.gromov_restarts), _GROMOV_EPS, rng)
+            return self._gromov[g][1]
         if self.init == "random":
-            return random_map(d_a, d_b, rng) if self._known is None else self._procrustes(np.zeros((d_a, d_b)), 1)
+            return random_map(*shape, rng) if self._known is None else self._procrustes(np.zeros(shape), 1)
         if self._known is not None or self.init == "anchors":
             if self._known is not None:  # known pairs are anchors that need no matching
                 Aa, Ab = self._known
@@ -425,8 +425,7 @@ class Isometric(Translator):
                 Aa, Ab = centroid_anchors(Xf, Yf, self.n_clusters, self.anchor_runs, self.qap_restarts, _ANCHOR_ROWS, rng)
             T = relative_targets(Xf, Yf, Aa, Ab, self.soft_k)
             return self._procrustes(cross(Xf, T), len(Xf))
-        # at most 80% of the rows, so that every restart starts from another subsample
-        m = min(self.init_size, int(0.8 * len(Xf)), int(0.8 * len(Yf)))
+        m = min(self.init_size, int(0.8 * len(Xf)), int(0.8 * len(Yf)))  # at most 80%: each restart another subsample
         ia = np.sort(rng.choice(len(Xf), m, replace=False))
         ib = np.sort(rng.choice(len(Yf), m, replace=False))
         return self._dictionary_map(Xf[ia], Yf[ib], signatures(Xf[ia], self.n_quantiles),
@@ -444,13 +443,11 @@ class Isometric(Translator):
         """Restarts in each side's top ``lowdim`` principal directions, when no full restart was confirmed
         (Hoshen & Wolf 2018, EMNLP: many cheap restarts after PCA to ~50 d), where starts land near the right
         map far more often; each is lifted by Procrustes on its CSLS dictionary of the fit rows and polished. In
-        rounds of ``_LOWDIM_ROUND``, the round's two best get cycles of the annealed refinement (its best step,
-        or that polished) while the criterion rises, and join the restarts (``"lowdim": True``) until one is
-        confirmed. Full restarts that passed ``min_gain`` (``passed``: criterion, index, iterations, map)
-        compete for the first round's places, annealed in place: maps from different starts agree only after the
-        same treatment."""
-        k = self.lowdim
-        if not self.lowdim_restarts or k == 0 or k >= min(Xf.shape[1], Yf.shape[1]):
+        rounds of ``_LOWDIM_ROUND``, the round's two best get cycles of the annealed refinement (its best step, or
+        that polished) while the criterion rises, and join the restarts (``"lowdim": True``) until one is confirmed.
+        Full restarts that passed ``min_gain`` (``passed``: criterion, index, iterations, map) compete for the first
+        round's places, annealed in place: maps from different starts agree only after the same treatment."""
+        if not self.lowdim_restarts or not 0 < (k := self.lowdim) < min(Xf.shape[1], Yf.shape[1]):
             return
         Va, Vb = (np.linalg.svd(Z, full_matrices=False)[2][:k].T for Z in (Xf, Yf))
         Xl, Yl, Xvl, Yvl = (unit_rows(Z @ V) for Z, V in ((Xf, Va), (Yf, Vb), (Xv, Va), (Yv, Vb)))
@@ -461,20 +458,26 @@ class Isometric(Translator):
 
         null_low = float(np.mean([crit_low(random_map(k, k, rng)) for _ in range(3)]))
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
-        rounds = range(self.n_init, self.n_init + self.lowdim_restarts, _LOWDIM_ROUND)
-        with progress_bar(total=self.lowdim_restarts + 2 * _ANNEAL_CYCLES * len(rounds),
+        # the Gromov-Wasserstein restarts' own stream keeps the others those of gromov_restarts=0
+        n_g, rng_g = self.gromov_restarts, np.random.default_rng([self.seed, 1])
+        ends = [*range(self.n_init + n_g + _LOWDIM_ROUND, self.n_init + n_g + self.lowdim_restarts, _LOWDIM_ROUND),
+                self.n_init + n_g + self.lowdim_restarts]
+        rounds = list(zip([self.n_init, *ends[:-1]], ends))
+        with progress_bar(total=n_g + self.lowdim_restarts + 2 * _ANNEAL_CYCLES * len(rounds),
                           desc=f"isometric ({k}-d restarts)", enabled=self.progress) as bar:
-            for first in rounds:
+            for first, last in rounds:
                 lifted = []
-                for r in range(first, min(first + _LOWDIM_ROUND, self.n_init + self.lowdim_restarts)):
+                for r in range(first, last):
+                    r_rng = rng_g if r - self.n_init < n_g else rng
                     W, _, iters, _, _ = self._explore(
-                        Xl, Yl, self._initial_map(Xl, Yl, rng, r), rng, crit_low, null_low, max(abs(null_low), 1e-6),
-                        r, None, lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
+                        Xl, Yl, self._initial_map(Xl, Yl, r_rng, r), r_rng, crit_low, null_low,
+                        max(abs(null_low), 1e-6), r, None, lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
                     W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
                     crit = criterion(W)
                     lifted.append((crit, r, iters, W, False))
+                    start = "gromov" if r - self.n_init < n_g else self.init
                     self.history_.append({"stage": "lowdim", "restart": r, "iter": iters, "criterion": crit,
-                                          "gain": (crit - null) / scale})
+                                          "gain": (crit - null) / scale, "start": start})
                     bar.update(1)
                 pool = lifted + ([(*t, True) for t in passed] if first == self.n_init else [])
                 for crit, r, iters, W, full in sorted(pool, key=lambda t: -t[0])[:2]:
@@ -493,10 +496,8 @@ class Isometric(Translator):
                         return
 
     def _explore(self, Xf, Yf, W, rng, criterion, null, scale, restart, bar, probe):
-        """One restart: (map, its criterion, iterations, passed min_gain, polished).
-
-        A restart under ``min_gain`` that has settled (module docstring, step 5) is
-        polished by ``probe`` and ends (measured in ``docs/translation.md``)."""
+        """One restart: (map, its criterion, iterations, passed min_gain, polished). A restart under ``min_gain``
+        that has settled (module docstring, step 5) is polished by ``probe`` and ends (``docs/translation.md``)."""
         block = min(self.batch_size, max(_MIN_ROWS // 2, min(len(Xf), len(Yf)) // 2))
         best, best_W, stall = -np.inf, W, 0
         crit = criterion(W)
@@ -535,8 +536,7 @@ class Isometric(Translator):
     def _polish(self, Xp: np.ndarray, Yp: np.ndarray, W: np.ndarray, restart: int) -> np.ndarray:
         """CSLS matches of every row, both directions (VecMap's union dictionary),
         then Procrustes on all of them; until fewer than 0.5% of matches change."""
-        k = min(self.csls_k, len(Xp), len(Yp))
-        prev = None
+        k, prev = min(self.csls_k, len(Xp), len(Yp)), None
         for step in range(self.polish_iter):
             A, B = common_space(Xp, Yp, W)
             fwd, score, bwd = csls_match(A, B, k)

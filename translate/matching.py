@@ -9,7 +9,8 @@ semi-orthogonal when the widths differ.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+import math
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +20,8 @@ from align.knn import knn, knn_both
 from .paired import orthogonal_procrustes
 
 __all__ = [
-    "unit_rows", "polar", "mean_map", "random_map", "cross", "entropic_plan", "transport_step", "best_schedule",
+    "unit_rows", "polar", "mean_map", "random_map", "cross", "entropic_plan", "plan_cross", "transport_step",
+    "best_schedule", "gromov_starts",
     "common_space", "csls_match", "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels",
     "centred_kernel", "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
 ]
@@ -83,6 +85,11 @@ def entropic_plan(A: np.ndarray, B: np.ndarray, eps: float, n_iter: int) -> np.n
     return K
 
 
+def plan_cross(P: np.ndarray, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """``Xᵀ P Y`` (float64) for a plan P between the rows of X and Y, the n × n product on the narrower side."""
+    return cross(P.T @ X, Y) if X.shape[1] <= Y.shape[1] else cross(X, P @ Y)
+
+
 def transport_step(X: np.ndarray, Y: np.ndarray, W: np.ndarray, eps: float,
                    procrustes: Optional[Callable[[np.ndarray, int], np.ndarray]] = None) -> Tuple[np.ndarray, float]:
     """One Wasserstein-Procrustes step (Grave, Joulin & Berthet 2019): ``W <- polar(Xᵀ P Y)``, P the
@@ -90,10 +97,7 @@ def transport_step(X: np.ndarray, Y: np.ndarray, W: np.ndarray, eps: float,
     of X pulled toward a weighted average of Y's. ``procrustes(M, n_rows)`` replaces the polar factor
     (known pairs add their own term). Returns the map and ``tr(Wᵀ M) / n_a``, the mean similarity the
     plan transports (its rows sum to 1)."""
-    P = entropic_plan(*common_space(X, Y, W), eps, SINKHORN_ITERS)
-    # Xᵀ P Y, with the n×n product on the narrower side
-    M = cross(P.T @ X, Y) if X.shape[1] <= Y.shape[1] else cross(X, P @ Y)
-    del P
+    M = plan_cross(entropic_plan(*common_space(X, Y, W), eps, SINKHORN_ITERS), X, Y)
     W = polar(M) if procrustes is None else procrustes(M, len(X))
     return W, float(np.sum(W * M)) / len(X)
 
@@ -124,6 +128,34 @@ def best_schedule(step: Callable[[np.ndarray, float, int], np.ndarray], W: np.nd
         if behind >= patience:
             break
     return best
+
+
+def gromov_starts(X: np.ndarray, Y: np.ndarray, n_starts: int, eps: Sequence[float],
+                  rng: np.random.Generator) -> List[Tuple[float, np.ndarray]]:
+    """Maps from entropic Gromov-Wasserstein couplings of the rows of X and Y (unit rows), best first.
+
+    Inner-product Gromov-Wasserstein with linear kernels ``C_X = X Xᵀ``, ``C_Y = Y Yᵀ`` (Alvarez-Melis &
+    Jaakkola 2018, EMNLP: GW aligns embedding spaces without a start map)::
+
+        max_P  tr(C_X P C_Y Pᵀ) = ||Xᵀ P Y||_F²,   P a coupling,
+
+    by the entropic mirror steps of Peyré, Cuturi & Solomon 2016 (ICML): ``P <- plan(C_X P C_Y / ε)``, whose
+    gradient ``X M Yᵀ``, ``M = Xᵀ P Y``, costs n²·d instead of n³ (the rank of the kernels; the square loss's
+    other terms are row and column constants, absorbed by Sinkhorn). The Frobenius norm, unlike the nuclear
+    norm of Wasserstein-Procrustes (``polar``), weighs each shared direction by its variance, so the
+    main directions settle first. ε anneals along ``eps`` in units of the gradient's RMS. Each start is a random
+    coupling (a permutation); returns ``(||M||_F² / n², polar(M))`` per start, highest first: on one subsample
+    the right basin scored highest (minilm -> mpnet, 1k-2k rows per side: ``docs/translation.md``)."""
+    Sx, Sy = cross(X, X), cross(Y, Y)
+    out = []
+    for _ in range(n_starts):
+        M = cross(X, Y[rng.permutation(len(Y))[: len(X)]]) if len(Y) >= len(X) else \
+            cross(X[rng.permutation(len(X))[: len(Y)]], Y)
+        for e in eps:
+            rms = math.sqrt(max(float(np.sum((Sx @ M) * (M @ Sy))), 1e-30) / (len(X) * len(Y)))
+            M = plan_cross(entropic_plan(X, Y @ (M.T / rms).astype(np.float32), float(e), SINKHORN_ITERS), X, Y)
+        out.append((float(np.sum(M * M)) / len(X) ** 2, polar(M)))
+    return sorted(out, key=lambda t: -t[0])
 
 
 def common_space(X: np.ndarray, Y: np.ndarray, W: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
