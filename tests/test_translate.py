@@ -780,6 +780,12 @@ def test_gromov_starts_recover_a_rotation_and_rank_it_first():
         np.testing.assert_allclose(W @ W.T, np.eye(16), atol=1e-5)
     again = match_mod.gromov_starts(X, Y, 6, eps, np.random.default_rng(0))
     assert all(np.array_equal(W1, W2) for (_, W1), (_, W2) in zip(out, again))
+    # other widths and row counts: a semi-orthogonal map (0.99 here)
+    X, Y, _, _, Q = iso_data(12, 16, n=400, n_test=10, k=30)
+    X, Y = (match_mod.unit_rows(Z - Z.mean(axis=0)) for Z in (X, Y))
+    (_, W), *_ = match_mod.gromov_starts(X, Y[:350], 6, eps, np.random.default_rng(0))
+    assert W.shape == (12, 16) and float(np.trace(W.T @ Q)) / 12 > 0.95
+    np.testing.assert_allclose(W @ W.T, np.eye(12), atol=1e-5)
 
 
 def test_isometric_gromov_restarts_join_the_low_dimensional_search():
