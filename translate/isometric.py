@@ -271,7 +271,6 @@ class Isometric(Translator):
         (fa, va), (fb, vb) = split(len(Xp), rows[:, 0]), split(len(Yp), rows[:, 1])
         Xf, Yf, Xv, Yv = Xp[fa], Yp[fb], Xp[va], Yp[vb]
         self._known = (Xp[rows[:, 0]], Yp[rows[:, 1]]) if len(rows) else None
-        self._gromov: List[Tuple[float, np.ndarray]] = []  # the Gromov-Wasserstein starts, once needed
         k_val = min(self.csls_k, len(Xv), len(Yv))
 
         def criterion(W: np.ndarray) -> float:
@@ -291,7 +290,7 @@ class Isometric(Translator):
             pairs_note = self._fit_from_pairs(Xf, Yf, rng, criterion, null, scale, agreement)
             if pairs_note is None:
                 self.confirmed_ = True
-                del self._known, self._gromov
+                del self._known
                 return
             # unconfirmed: the search without pairs follows; the pairs' map is its restart 0
             results, maps, self._known = [self.restarts_[0]], [self.W_], None
@@ -363,7 +362,7 @@ class Isometric(Translator):
         self.restarts_, self.chosen_restart_ = results, chosen
         self.W_ = maps[0] if pairs_note and chosen == 0 else self._final_refine(Xf, Yf, Xp, Yp, maps[chosen], rng,
                                                                                  criterion, 1e-3 * scale)
-        del self._known, self._gromov
+        del self._known
 
     def _fit_from_pairs(self, Xf, Yf, rng, criterion, null, scale, agreement) -> Optional[str]:
         """Known pairs: one start from their relative representations, then an annealed entropic refinement on the fit
@@ -410,14 +409,9 @@ class Isometric(Translator):
         return polar(M)
 
     def _initial_map(self, Xf: np.ndarray, Yf: np.ndarray, rng: np.random.Generator, restart: int) -> np.ndarray:
-        g, shape = restart - self.n_init, (Xf.shape[1], Yf.shape[1])  # g: the low-dimensional restart's rank
-        if 0 <= g < self.gromov_restarts and self._known is None:
-            if not self._gromov:  # one pool for all of them: its scores compare couplings of the same rows
-                Xs, Ys = subsample(Xf, _GROMOV_ROWS, rng), subsample(Yf, _GROMOV_ROWS, rng)
-                self._gromov = gromov_starts(Xs, Ys, max(_GROMOV_POOL, self.gromov_restarts), _GROMOV_EPS, rng)
-            return self._gromov[g][1]
+        d_a, d_b = Xf.shape[1], Yf.shape[1]
         if self.init == "random":
-            return random_map(*shape, rng) if self._known is None else self._procrustes(np.zeros(shape), 1)
+            return random_map(d_a, d_b, rng) if self._known is None else self._procrustes(np.zeros((d_a, d_b)), 1)
         if self._known is not None or self.init == "anchors":
             if self._known is not None:  # known pairs are anchors that need no matching
                 Aa, Ab = self._known
@@ -458,8 +452,11 @@ class Isometric(Translator):
 
         null_low = float(np.mean([crit_low(random_map(k, k, rng)) for _ in range(3)]))
         eps = np.geomspace(self.anneal_eps_start, self.anneal_eps_end, self.anneal_iter)
-        # the Gromov-Wasserstein restarts' own stream keeps the others those of gromov_restarts=0
+        # the Gromov-Wasserstein restarts' own stream keeps the others those of gromov_restarts=0; one pool, so
+        # that its scores compare couplings of the same rows
         n_g, rng_g = self.gromov_restarts, np.random.default_rng([self.seed, 1])
+        gw = gromov_starts(subsample(Xl, _GROMOV_ROWS, rng_g), subsample(Yl, _GROMOV_ROWS, rng_g),
+                           max(_GROMOV_POOL, n_g), _GROMOV_EPS, rng_g) if n_g else []
         ends = [*range(self.n_init + n_g + _LOWDIM_ROUND, self.n_init + n_g + self.lowdim_restarts, _LOWDIM_ROUND),
                 self.n_init + n_g + self.lowdim_restarts]
         rounds = list(zip([self.n_init, *ends[:-1]], ends))
@@ -468,14 +465,15 @@ class Isometric(Translator):
             for first, last in rounds:
                 lifted = []
                 for r in range(first, last):
-                    r_rng = rng_g if r - self.n_init < n_g else rng
+                    g = r - self.n_init  # the first n_g start from the pool
+                    W0, r_rng = (gw[g][1], rng_g) if g < n_g else (self._initial_map(Xl, Yl, rng, r), rng)
                     W, _, iters, _, _ = self._explore(
-                        Xl, Yl, self._initial_map(Xl, Yl, r_rng, r), r_rng, crit_low, null_low,
-                        max(abs(null_low), 1e-6), r, None, lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
+                        Xl, Yl, W0, r_rng, crit_low, null_low, max(abs(null_low), 1e-6), r, None,
+                        lambda W, r=r: self._probe(Xl, Yl, W, r, crit_low))
                     W = self._polish(Xf, Yf, self._dictionary_map(Xf, Yf, *common_space(Xl, Yl, W)), r)
                     crit = criterion(W)
                     lifted.append((crit, r, iters, W, False))
-                    start = "gromov" if r - self.n_init < n_g else self.init
+                    start = "gromov" if g < n_g else self.init
                     self.history_.append({"stage": "lowdim", "restart": r, "iter": iters, "criterion": crit,
                                           "gain": (crit - null) / scale, "start": start})
                     bar.update(1)
