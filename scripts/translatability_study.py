@@ -47,8 +47,7 @@ SPACES = ("minilm", "mpnet", "e5", "glove", "mpnet-L6")
 START, N = 11500, 10000
 TRAIN_A, TRAIN_B, POOL = (0, 4500), (4500, 9000), (9000, 10000)  # offsets into [START, START + N)
 PARTS = ("translatability", "oracle", "cka", "isometric", "evidence")
-COMMAND = ".venv/bin/python scripts/translatability_study.py --allow-embed --json out/translatability_v4.json"
-RUN = "2026-12-04, commit d9cafeb's translator, the embeddings computed in the same run, the machine otherwise idle"
+COMMAND = ".venv/bin/python scripts/translatability_study.py --json out/translatability_v3.json"
 
 
 @functools.lru_cache(maxsize=None)
@@ -187,8 +186,13 @@ def markdown(results: Dict[str, Any]) -> str:
         + ", ".join(sorted({p for r in rs for p in r["pair"].split("->")})) + ". "
         + _fit_params(results),
         "",
-        f"Regenerate: `{COMMAND}` (then `--md docs/translatability.md`); every record of the",
-        f"page comes from that one run ({RUN}).",
+        f"Regenerate: `{COMMAND}` (then `--md docs/translatability.md`). Carried over from earlier runs,",
+        "since they do not depend on what changed: the oracle and CKA records (`out/translatability.json`),",
+        "the scores and the fits the low-dimensional rounds cannot change (`out/translatability_v2.json`:",
+        "fits confirmed before any low-dimensional restart, and glove's, 50-d, where there is none: with",
+        "`lowdim_restarts=8`, the default then, they are the same fits as with today's 24, which only adds",
+        "rounds after an unconfirmed first one); the eight fits that ended flagged after a low-dimensional",
+        "search were rerun at the defaults (2026-12-02, idle machine).",
         "",
         "All spaces embed WordNet texts [11500, 21500): the source side's texts [11500, 16000), the target's",
         "[16000, 20500) (4500 per side, no pair), top-1 over the 1000 held-out texts [20500, 21500).",
