@@ -333,7 +333,7 @@ def markdown(results: Optional[Dict[str, Any]], command: str) -> str:
     heads = ["a -> b", "oracle top-1 (paired)", "Isometric top-1", "min", "Universal top-1", "min",
              "translatability", "CKA (paired)", "Isometric fit s", "translatability s"]
     out += [markdown_table(sm["table"], cols, heads), "",
-            "Seconds are wall times on the 2-core development machine while other jobs shared its cores: "
+            "Seconds are wall times on the 2-core development machine (other jobs shared its cores in some runs): "
             "orders of magnitude, not benchmarks.", ""]
     for method in ("universal", "isometric"):
         ratios = [(r[f"{method} min"] / r["oracle"], r["pair"]) for r in sm["table"]
