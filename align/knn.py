@@ -7,6 +7,9 @@ Backends, chosen at run time (never required):
 - ``faiss``: ``IndexFlatIP`` (exact, BLAS inside); ``GpuIndexFlatIP`` through
   ``index_cpu_to_all_gpus`` when faiss-gpu sees GPUs (sharded over several).
 - ``torch``: blocked ``torch.mm`` + ``topk``, on CUDA when present.
+- the float16-filter engine (:mod:`align.gpuknn`): where CUDA is present ``auto``
+  takes it for self-searches and paired searches, and for searches while faiss-gpu
+  is absent; float16 tensor-core products filter, float64 decides, as below.
 - one pass for both directions (:func:`knn_both`, CPU): the blocks of A Bᵀ read
   along rows for A's neighbours and down columns for B's, settled exactly as below.
 - ``symmetric``: for a self-search (no database) on the CPU, the upper block
@@ -24,9 +27,9 @@ Guarantees, whatever the backend:
   first (FAISS itself prefers the higher one, so rows whose k-th and (k+1)-th
   candidates tie are re-selected exactly);
 - similarities: float32 products for ``faiss`` and ``torch``; the ``symmetric``
-  engine returns the float64 value (x_i · x_j) of its float32 unit rows, rounded
-  to float32, so rows that differ by less than float32 rounding may be ordered
-  differently from the float32 engines (never for equal rows);
+  and float16-filter engines return the float64 value (x_i · x_j) of the float32
+  unit rows, rounded to float32, so rows that differ by less than float32 rounding
+  may be ordered differently from the float32 engines (never for equal rows);
 - ``exclude_self`` removes row i from the neighbours of query i *by index*, so
   a duplicate of row i is still a valid neighbour.
 """
@@ -105,6 +108,12 @@ def _cpu_engines() -> bool:
     return faiss_gpu_count() == 0 and not cuda_available()
 
 
+def _gpu_engine() -> bool:
+    """Whether the float16-filter engine of :mod:`align.gpuknn` takes self-searches,
+    paired searches and (without faiss-gpu) searches: CUDA is present."""
+    return cuda_available()
+
+
 def self_neighbors(X: np.ndarray, k: int, *, min_rows: Optional[int] = None) -> np.ndarray:
     """The (n, k) cosine neighbour lists of the rows of X (validated, non-zero rows,
     any float dtype), self excluded.
@@ -117,6 +126,11 @@ def self_neighbors(X: np.ndarray, k: int, *, min_rows: Optional[int] = None) -> 
     n = X.shape[0]
     min_rows = _SYM_MIN_ROWS if min_rows is None else min_rows
     with threads():
+        if _gpu_engine():
+            from .gpuknn import filtered_knn
+
+            inv = inverse_norms(X)
+            return filtered_knn(X, X, k, True, iq=inv, idd=inv, cosine=True)[1]
         if (_cpu_engines() and n >= min_rows and k < n - 1 and k <= _SYM_MAX_K
                 and importlib.util.find_spec("numba") is not None):
             from .selfknn import self_knn
@@ -134,11 +148,19 @@ def paired_search(Q: np.ndarray, D: np.ndarray, k: int, block_size: Optional[int
     as seen from q_i (1 + #{j != i : cos(q_i, d_j) >= cos(q_i, d_i)}), cos(q_i, d_i)
     (float64), and the k nearest rows of D to q_i and to d_i, row i left out of both.
 
-    CPU only (returns None where a GPU is present, and the caller takes its torch
-    path): one blocked pass over Q Dᵀ gives the ranks and q's neighbours, the
-    symmetric engine on D gives d's, both from one bfloat16 (or float32) copy of D.
+    On the CPU one blocked pass over Q Dᵀ gives the ranks and q's neighbours, the
+    symmetric engine on D gives d's, both from one bfloat16 (or float32) copy of D;
+    where CUDA is present, :func:`align.gpuknn.filtered_paired` (float16 filter on
+    the GPU), same figures up to float64 rounding. Returns None where numba is
+    missing or faiss-gpu alone holds the GPU, and the caller takes its torch path.
     """
-    if not _cpu_engines() or importlib.util.find_spec("numba") is None:
+    if importlib.util.find_spec("numba") is None:
+        return None
+    if _gpu_engine():
+        from .gpuknn import filtered_paired
+
+        return filtered_paired(Q, D, k, iq=inverse_norms(Q), idd=inverse_norms(D), progress=progress)
+    if not _cpu_engines():
         return None
     from .selfknn import Rep, filter_precision, paired_rank_knn, self_knn
 
@@ -276,6 +298,12 @@ def search_prepared(
 
         # exact already: ties settled in float64, lower index first
         return self_knn(Q, k, None, block_size or _SYM_BLOCK, progress=progress)
+    if backend == "auto" and _gpu_engine() and faiss_gpu_count() == 0:
+        from .gpuknn import filtered_knn
+
+        iq = _scales(Q)
+        idd = iq if D is Q else _scales(D)
+        return filtered_knn(Q, D, k, exclude_self, iq=iq, idd=idd, progress=progress)
     # One extra candidate to detect a tie at the k-th place, one more for self.
     kk = min(nd, k + 1 + int(exclude_self))
     if block_size is None:
@@ -288,6 +316,14 @@ def search_prepared(
         cs, ci = searcher(Q[s:e])
         sims[s:e], idx[s:e] = _finalize_block(Q[s:e], D, cs, ci, k, s if exclude_self else None)
     return sims, idx
+
+
+def _scales(X: np.ndarray) -> np.ndarray:
+    """Inverse norms, 1 for zero rows (``metric="ip"`` allows them)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = inverse_norms(X)
+    inv[~np.isfinite(inv)] = 1.0
+    return inv
 
 
 def _symmetric_engine(Q: np.ndarray, D: np.ndarray, exclude_self: bool, backend: str) -> bool:

@@ -74,7 +74,7 @@ from ._kernels import (
 )
 from .progress import progress_bar
 
-__all__ = ["self_knn", "cross_knn", "paired_rank_knn", "filter_precision"]
+__all__ = ["self_knn", "cross_knn", "paired_rank_knn", "filter_precision", "filter_error"]
 
 # Candidate buffer per row (level 1) and for rows redone with float32 (level 2).
 _CAP1_MIN = 48
@@ -126,6 +126,14 @@ def filter_precision(precision: Optional[str] = None) -> str:
 
 def _gamma(d: int) -> float:
     return 2.0 * (d + 4) * 2.0**-24
+
+
+def filter_error(a, N, Nb: float, b: float, d: int):
+    """E_i of the module docstring's bound, elementwise (numpy arrays or torch
+    tensors): rows with norms N and rounding errors a against any row of another
+    side whose largest norm and error are Nb and b, products of width d
+    accumulated in float32. Add the output rounding r |s̃| on top."""
+    return a * (Nb + b) + N * b + (_gamma(d) + _MARGIN) * (N + a) * (Nb + b) + 1e-30
 
 
 @numba.njit(inline="always")
@@ -205,10 +213,7 @@ class Rep:
     def eps(self, sl, other) -> np.ndarray:
         """E_i for this side's rows ``sl`` against any row of ``other``: with the
         output rounding r, |s̃_ij - s_ij| <= E_i + r |s̃_ij|."""
-        a, N = self.a[sl], self.N[sl]
-        Nb, b = other.Nmax, other.amax
-        d = self.T.shape[1]
-        return a * (Nb + b) + N * b + (_gamma(d) + _MARGIN) * (N + a) * (Nb + b) + 1e-30
+        return filter_error(self.a[sl], self.N[sl], other.Nmax, other.amax, self.T.shape[1])
 
 
 class _State:

@@ -1643,7 +1643,12 @@ def machine_info(threads: Optional[int]) -> Dict[str, Any]:
         f = faiss()
         info["faiss"] = getattr(f, "__version__", "installed") if f is not None else None
         info["faiss_gpus"] = faiss_gpu_count()
-        info["knn_backend"] = ("faiss-gpu" if info["faiss_gpus"] else "faiss-cpu") if f is not None else f"torch-{dev.type}"
+        if info["faiss_gpus"]:
+            info["knn_backend"] = "faiss-gpu"
+        elif dev.type == "cuda":
+            info["knn_backend"] = "torch-cuda, float16 filter (align.gpuknn)"
+        else:
+            info["knn_backend"] = "faiss-cpu" if f is not None else "torch-cpu"
         if dev.type == "cpu" and not info["faiss_gpus"]:
             info["knn_backend"] += f"; self-searches >= {SYM_MIN_ROWS} rows: symmetric (align.selfknn)"
     except Exception as e:  # pragma: no cover - broken install

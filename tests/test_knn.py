@@ -177,6 +177,7 @@ def test_auto_takes_the_symmetric_engine_for_large_self_search(monkeypatch):
 
     mod = importlib.import_module("align.knn")
     sel = importlib.import_module("align.selfknn")
+    monkeypatch.setattr(mod, "cuda_available", lambda: False)  # the CPU's choice
     calls = []
     real = sel.self_knn
     monkeypatch.setattr(sel, "self_knn", lambda *a, **kw: calls.append(a[0].shape) or real(*a, **kw))
@@ -210,7 +211,7 @@ def test_symmetric_equals_torch_engine_with_duplicates_and_ties(n):
 
 from align import selfknn  # noqa: E402
 from align import _kernels  # noqa: E402
-from align.knn import inverse_norms, paired_search, self_neighbors  # noqa: E402
+from align.knn import inverse_norms, normalize_rows, paired_search, self_neighbors  # noqa: E402
 
 PRECISIONS = ["bf16", "fp32"]
 
@@ -238,6 +239,10 @@ def exact_reference(X, k, Q=None, unit32=False):
 
 @pytest.fixture(params=PRECISIONS)
 def precision(request, monkeypatch):
+    """The CPU engines (also where CUDA would take over), in each filter precision."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("align.knn"), "cuda_available", lambda: False)
     monkeypatch.setattr(selfknn, "FILTER", request.param)
     return request.param
 
@@ -526,3 +531,157 @@ def test_knn_both_bad_input(kwargs, match):
     args = {"A": np.ones((12, 4), np.float32), "B": np.ones((10, 4), np.float32), "k": 3, **kwargs}
     with pytest.raises(ValueError, match=match):
         knn_both(**args)
+
+
+# -- the float16-filter engine (CUDA's "auto"; run here on torch's CPU device)
+def _filtered(Q, D, k, exclude_self, device="cpu", cosine=False):
+    from align.gpuknn import filtered_knn
+
+    Q = np.ascontiguousarray(Q, dtype=Q.dtype if cosine else np.float32)
+    D = Q if D is None else np.ascontiguousarray(D, dtype=D.dtype if cosine else np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):  # zero rows: scale 1
+        iq, idd = (np.nan_to_num(inverse_norms(A), posinf=1.0, nan=1.0) for A in (Q, D))
+    return filtered_knn(Q, D, k, exclude_self, iq=iq, idd=idd, device=device, cosine=cosine)
+
+
+def _f64_reference(Q, D, k, exclude_self):
+    S = Q.astype(np.float64) @ D.astype(np.float64).T
+    if exclude_self:
+        np.fill_diagonal(S, -np.inf)
+    ar = np.broadcast_to(np.arange(len(D)), S.shape)
+    order = np.lexsort((ar, -S), axis=1)[:, :k]
+    return np.take_along_axis(S, order, 1), order
+
+
+@pytest.mark.parametrize("route", ["first", "second", "exact"])
+def test_filtered_engine_equals_float64_reference(monkeypatch, route):
+    """Self-search of unit rows with duplicates, and an inner-product search of rows
+    with norms over two decades; each route forced in turn (the first pass keeps
+    k + 1 candidates for 'second', and the second too for 'exact')."""
+    import align.gpuknn as g
+
+    if route != "first":
+        monkeypatch.setattr(g, "first_candidates", lambda k: k + 1)
+    if route == "exact":
+        monkeypatch.setattr(g, "_GROWTH", 1)
+    rng = np.random.default_rng(11)
+    Z = rng.standard_normal((600, 8))
+    X = (Z @ rng.standard_normal((8, 40)) + 0.3 * rng.standard_normal((600, 40))).astype(np.float32)
+    X[::9] = X[4]
+    U = normalize_rows(X)
+    for Q, D, excl in ((U, None, True), (X[:150] * rng.uniform(0.1, 10, (150, 1)), X * rng.uniform(0.1, 10, (600, 1)), False)):
+        Q = Q.astype(np.float32)
+        Dr = Q if D is None else D.astype(np.float32)
+        s, i = _filtered(Q, D, 7, excl)
+        rs, ri = _f64_reference(Q, Dr, 7, excl)
+        np.testing.assert_array_equal(i, ri)
+        np.testing.assert_allclose(s, rs, rtol=1e-6, atol=1e-7)
+        assert g.last_routes[route] > 0, g.last_routes
+
+
+def test_filtered_engine_tiny_pools_and_zero_rows():
+    rng = np.random.default_rng(12)
+    X = rng.standard_normal((9, 4)).astype(np.float32)
+    for k in (1, 8):
+        np.testing.assert_array_equal(_filtered(normalize_rows(X), None, k, True)[1],
+                                      _f64_reference(normalize_rows(X), normalize_rows(X), k, True)[1])
+    D = X.copy()
+    D[2] = 0.0  # "ip" allows zero rows
+    np.testing.assert_array_equal(_filtered(X, D, 9, False)[1], _f64_reference(X, D, 9, False)[1])
+
+
+def test_filtered_engine_agrees_with_symmetric_engine():
+    rng = np.random.default_rng(13)
+    X = (rng.standard_normal((700, 32)) * np.geomspace(1, 0.05, 32)).astype(np.float32)
+    U = normalize_rows(X)
+    s, i = _filtered(U, None, 10, True)
+    s2, i2 = knn(X, 10, backend="symmetric")
+    np.testing.assert_array_equal(i, i2)
+    np.testing.assert_array_equal(s, s2)  # both: the float64 value of the float32 unit rows, rounded
+
+
+def test_filtered_engine_cosine_reads_the_input_as_is():
+    """cosine=True on raw rows (float64 beyond float32's range too) equals the CPU
+    symmetric engine, which scales the same way inside its float64 sums."""
+    rng = np.random.default_rng(15)
+    X = rng.standard_normal((400, 24)) * rng.uniform(0.1, 10, (400, 1))
+    X[::13] = X[2]
+    for A in (X, X * 1e300, X.astype(np.float32)):
+        _, i = _filtered(A, None, 8, True, cosine=True)
+        np.testing.assert_array_equal(i, self_neighbors(A, 8, min_rows=1))
+
+
+@pytest.mark.parametrize("kind", ["noisy", "chance", "ties", "float64"])
+def test_filtered_paired_equals_the_cpu_paired_search(kind, monkeypatch):
+    """Ranks, cosines and both neighbour lists of the GPU's paired search (here on
+    torch's CPU device) against the CPU engine's; the rows of the 'chance' pairs
+    send many entries through the exact evaluation of the ranks."""
+    from align.gpuknn import filtered_paired
+
+    Yh, Y = _pairs(kind, np.random.default_rng(len(kind) + 1))
+    got = filtered_paired(Yh, Y, 6, iq=inverse_norms(Yh), idd=inverse_norms(Y), device="cpu")
+    ref = paired_search(Yh, Y, 6)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(got[2], ref[2])
+    np.testing.assert_array_equal(got[3], ref[3])
+
+
+@pytest.mark.parametrize("d", [3, 64, 768])
+def test_float16_filter_error_stays_within_its_bound(d):
+    """|t̃ - t| <= E_i + r |t̃| + 2^-25 on every entry of a float16 product, rows
+    scaled per query and by one constant for the database, isotropic and
+    strongly anisotropic, norms over three decades."""
+    import torch
+    import align.gpuknn as g
+    from align.selfknn import filter_error
+
+    rng = np.random.default_rng(d)
+    for shift in (0.0, 3.0):
+        X = ((rng.standard_normal((300, d)) + shift * rng.standard_normal(d))
+             * rng.uniform(0.03, 30, (300, 1))).astype(np.float32)
+        w = torch.from_numpy(inverse_norms(X))
+        c = torch.tensor(float(w.min()), dtype=torch.float64)
+        q, db = g._Side(X, w, None, torch.device("cpu")), g._Side(X, c, None, torch.device("cpu"))
+        E = filter_error(q.a, q.N, db.Nmax, db.amax, d).numpy()[:, None] + g._FP16_SUBNORMAL
+        approx = (q.F @ db.F.T).double().numpy()
+        X64 = X.astype(np.float64)
+        exact = (X64 * w.numpy()[:, None]) @ (X64 * float(c)).T
+        r = g._FP16_ROUND / (1 - g._FP16_ROUND)
+        assert (np.abs(approx - exact) <= E + r * np.abs(approx)).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_filtered_engine_on_cuda_equals_cpu_bit_for_bit():
+    """The exact values are sums in a fixed order of elementwise operations, so the
+    CUDA run returns the CPU run's values and indices exactly; and knn's "auto"
+    (this engine on CUDA) equals the CPU symmetric engine."""
+    rng = np.random.default_rng(14)
+    X = (rng.standard_normal((5000, 64)) @ rng.standard_normal((64, 256))).astype(np.float32)
+    X[::11] = X[5]
+    U = normalize_rows(X)
+    a, b = _filtered(U, None, 10, True, "cuda"), _filtered(U, None, 10, True, "cpu")
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(knn(X, 10)[1], knn(X, 10, backend="symmetric")[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_metrics_and_evaluate_equal_the_cpu_engines(monkeypatch):
+    """mutual kNN, CKNNA and every figure of evaluate through the CUDA engine equal
+    the CPU engines' (ranks exactly, cosines to float64 rounding)."""
+    import importlib
+
+    from align.metrics.neighbors import cknna, mutual_knn
+    from translate.evaluate import evaluate
+
+    rng = np.random.default_rng(16)
+    for kind in ("noisy", "chance", "ties"):
+        Yh, Y = _pairs(kind, rng, n=5000, d=48)  # >= 4096: the CPU takes its exact engines too
+        gpu = (evaluate(Yh, Y, k=7), mutual_knn(Yh, Y, k=7), cknna(Yh, Y, k=7))
+        with monkeypatch.context() as m:
+            m.setattr(importlib.import_module("align.knn"), "cuda_available", lambda: False)
+            cpu = (evaluate(Yh, Y, k=7), mutual_knn(Yh, Y, k=7), cknna(Yh, Y, k=7))
+        assert gpu[0] == pytest.approx(cpu[0], rel=0, abs=1e-12)
+        assert gpu[1] == cpu[1]
+        assert gpu[2] == pytest.approx(cpu[2], abs=1e-9)

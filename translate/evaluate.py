@@ -34,10 +34,12 @@ otherwise. The block products only filter: every comparison that decides a rank
 or a neighbour is made on the float64 cosine of the input rows (see
 :mod:`align.selfknn`), so the figures are exact and do not depend on the block
 size, the threads or the filter precision. Memory: that copy of Y (n·d·2 bytes)
-plus O(block · d + n · 100) bytes, never an n×n matrix or an argsort. Where a
-GPU is present, the torch path (:func:`true_match_ranks`,
-:func:`translation_mutual_knn`) runs instead; they are also the reference the
-tests compare the CPU path with.
+plus O(block · d + n · 100) bytes, never an n×n matrix or an argsort. Where CUDA
+is present the same figures come from :mod:`align.gpuknn` (float16 filter, float64
+decisions; equal to the CPU's up to float64 rounding). Where numba is missing,
+the torch path (:func:`true_match_ranks`, :func:`translation_mutual_knn`, float32
+products) runs instead; they are also the reference the tests compare the other
+paths with.
 
 :func:`unpaired_diagnostic` needs no pairs: see its docstring.
 """
@@ -126,8 +128,8 @@ def evaluate(Y_hat: Any, Y_true: Any, k: int = 10, block_size: Optional[int] = N
     Y_hat : (n, d) translated rows F(x_i).
     Y_true : (n, d) true rows y_i in the target space (row i pairs with row i).
     k : neighbours for ``mutual_knn`` (clipped to n - 1 for tiny pools).
-    block_size : rows per block of the similarity product (default 2048 on the
-        CPU; on a GPU, rows ranked at once, default keeps a block <= 64 MiB).
+    block_size : rows per block of the similarity product on the CPU (default
+        2048); the CUDA engine sizes its blocks by the free memory instead.
 
     Returns
     -------
@@ -153,7 +155,7 @@ def evaluate(Y_hat: Any, Y_true: Any, k: int = 10, block_size: Optional[int] = N
         if found is not None:
             ranks, cos, near_hat, near_true = found
             mknn = _list_overlap(near_hat, near_true) / (n * k_eff)
-        else:  # a GPU: torch blocks
+        else:  # the torch path (see align.knn.paired_search)
             Yh_n = normalize_rows(Yh.astype(np.float32, copy=False))
             Yt_n = normalize_rows(Yt.astype(np.float32, copy=False))
             ranks, cos = true_match_ranks(Yh_n, Yt_n, block_size)
