@@ -192,8 +192,10 @@ def test_baseline_lam_zero_ignores_projector_and_target():
 
 
 def test_target_may_be_a_frozen_teacher():
+    from align.device import torch_device
+
     X, y, _ = _data()
-    teacher = _model(7)
+    teacher = _model(7).to(torch_device())  # batches arrive on the training device (CUDA where present)
 
     def target_fn(xb):
         with attach_repa(teacher, "block", nn.Identity()) as h:

@@ -313,7 +313,9 @@ class RepaTrainer(Params):
             rows are fed as ``model(torch.as_tensor(inputs[rows]))``.
         target : the frozen representation to align to: an array with one row per
             sample (``(N, D)``, ``(N, T, D)`` or ``(N, C, H, W)``), or a callable
-            ``x_batch -> features`` (e.g. a frozen teacher; run under no_grad).
+            ``x_batch -> features`` (e.g. a frozen teacher; run under no_grad). The
+            callable receives the batch on the training device (``device``: CUDA
+            when present), so a teacher belongs there too; its output may be on any.
         callback : ``callback(epoch, model) -> dict | None``, run after each
             epoch (model in eval mode); its numbers go into that epoch's record.
         callbacks : functions called with a dict per step / rollback / epoch
