@@ -198,7 +198,8 @@ def knn(
         else FAISS when installed, else torch), ``"faiss"``, ``"torch"`` or
         ``"symmetric"`` (self-search only: ``database`` must be None).
     block_size : queries per block; default keeps a block's similarities <= 256 MiB
-        (symmetric engine: rows per square block, default 2048).
+        (symmetric engine: rows per square block, default 2048; the CUDA engine of
+        ``auto`` sizes its blocks by the free GPU memory and ignores it).
     progress : show a tqdm bar over blocks.
 
     Returns
