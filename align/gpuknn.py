@@ -199,10 +199,6 @@ def _make_pair(Q, D, iq, idd, cosine: bool, dev) -> _Pair:
     return _Pair(q, d, w * c)
 
 
-def _arrays(nq, k):
-    return np.empty((nq, k)), np.empty((nq, k), dtype=np.int64)
-
-
 def filtered_knn(Q: np.ndarray, D: np.ndarray, k: int, exclude_self: bool, *,
                  iq: np.ndarray, idd: np.ndarray, cosine: bool = False,
                  device: Optional[str] = None, progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
@@ -225,7 +221,7 @@ def _search(pair: _Pair, k: int, exclude_self: bool, progress: bool):
 
     nq, nd = pair.q.X.shape[0], pair.d.X.shape[0]
     n_eff = nd - int(exclude_self)
-    out_v, out_i = _arrays(nq, k)
+    out_v, out_i = np.empty((nq, k)), np.empty((nq, k), dtype=np.int64)
     pending = torch.arange(nq, device=pair.q.X.device)
     K = min(n_eff, first_candidates(k))
     last_routes.update(first=0, second=0, exact=0)

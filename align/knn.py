@@ -118,10 +118,10 @@ def self_neighbors(X: np.ndarray, k: int, *, min_rows: Optional[int] = None) -> 
     """The (n, k) cosine neighbour lists of the rows of X (validated, non-zero rows,
     any float dtype), self excluded.
 
-    On the CPU with at least ``min_rows`` rows (default: where ``auto`` takes the
-    symmetric engine) the symmetric engine reads X itself with its inverse norms:
-    no unit-row copy. Otherwise one float32 unit-row copy goes to
-    :func:`search_prepared`.
+    Where CUDA is present the engine of :mod:`align.gpuknn` reads X itself with its
+    inverse norms (any n). On the CPU with at least ``min_rows`` rows (default: where
+    ``auto`` takes the symmetric engine) the symmetric engine does the same: no
+    unit-row copy. Otherwise one float32 unit-row copy goes to :func:`search_prepared`.
     """
     n = X.shape[0]
     min_rows = _SYM_MIN_ROWS if min_rows is None else min_rows
