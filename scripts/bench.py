@@ -739,6 +739,33 @@ def _isometric():
     return setup, run
 
 
+def _train(kind: str, device: str):
+    """A trainer's fit on ``device``: the CUDA run against the CPU run, one process each (GPU machines only:
+    on 2 CPU cores the CPU baseline alone would take minutes for figures nobody runs there)."""
+    cls = (_module_or_skip("translate.vec2vec", "Vec2Vec") if kind == "vec2vec"
+           else _module_or_skip("align.train.contrastive", "ContrastiveAligner"))
+
+    def setup(p):
+        from align.device import cuda_available
+
+        if not cuda_available():
+            raise Skip("runs only where CUDA is available (the trainers' GPU rows)")
+        X, Y = paired_data(p["n"], p["d"], p["seed"])
+        if kind == "vec2vec":  # unpaired: the rows of Y in another order
+            Y = Y[np.random.default_rng(p["seed"] + 1).permutation(len(Y))]
+        return X, Y
+
+    def run(inp, p):
+        if kind == "vec2vec":
+            m = cls(steps=p["steps"], batch_size=p["batch"], seed=0, device=device, progress=False)
+        else:
+            m = cls(epochs=p["epochs"], batch_size=p["batch"], seed=0, device=device, progress=False)
+        m.fit(inp[0], inp[1])
+        return None
+
+    return setup, run
+
+
 # -- kNN engine variants (evidence for changes to align/knn.py)
 
 
@@ -1029,13 +1056,15 @@ def _transform_row():
                     out["impl_anon_mib"].append(pa.anon_peak / MiB)
                     out["impl_rss_sampled_mib"].append(pa.rss_peak / MiB)
                     out["mem_method"] = f"{pm.method}; RssAnon sampled every {pa.every * 1000:g} ms"
-            # the streamed file against the translator applied in memory to the same chunks (the first and the
-            # last): BLAS rounds a row by its place in the product, so only the same chunk is comparable bit for bit
-            got, src_m = np.load(dst, mmap_mode="r"), np.load(src, mmap_mode="r")
-            n_rows = len(got)
-            diffs = [np.abs(got[a:b] - t.transform(src_m[a:b])).max()
-                     for a, b in {(0, min(chunk_rows, n_rows)), ((n_rows - 1) // chunk_rows * chunk_rows, n_rows)}]
-            out["impl_value"] = float(max(diffs))
+                    # the streamed file against the translator applied in memory to the same chunks (the first and
+                    # the last), on the same thread count (the automatic one follows the load): BLAS rounds a row by
+                    # its place in the product and by its threads, so only that is comparable bit for bit
+                    got, src_m = np.load(dst, mmap_mode="r"), np.load(src, mmap_mode="r")
+                    n_rows = len(got)
+                    diffs = [np.abs(got[a:b] - t.transform(src_m[a:b])).max() for a, b in
+                             {(0, min(chunk_rows, n_rows)), ((n_rows - 1) // chunk_rows * chunk_rows, n_rows)}]
+                    out["impl_value"] = float(max(diffs))
+                    del got, src_m
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         out["load_avg"] = list(os.getloadavg())
@@ -1450,6 +1479,12 @@ def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
         f"isometric-{_size(iso_n)}", "isometric", {**base, "n": iso_n, "synthetic": quick}, _isometric,
         label="translate.Isometric.fit",
     ))
+    for kind, extra in (("vec2vec", {"steps": 200, "batch": 1024}), ("contrastive", {"epochs": 5, "batch": 1024})):
+        cases.append(Case(
+            f"train-{kind}", "train", {**base, "n": 20000, **extra},
+            functools.partial(_train, kind, "cuda"), functools.partial(_train, kind, "cpu"), "the same fit on the CPU",
+            label=f"{kind} fit on CUDA",
+        ))
     tune_sizes = [(2000, None)] if quick else [(16000, None), (100000, 8192)]
     for n, nq in tune_sizes:
         for variant, cfg in TUNE_VARIANTS.items():
