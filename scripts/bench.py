@@ -757,11 +757,10 @@ def _train(kind: str, device: str):
 
     def run(inp, p):
         if kind == "vec2vec":
-            m = cls(steps=p["steps"], batch_size=p["batch"], seed=0, device=device, progress=False)
-        else:
-            m = cls(epochs=p["epochs"], batch_size=p["batch"], seed=0, device=device, progress=False)
-        m.fit(inp[0], inp[1])
-        return None
+            m = cls(steps=p["steps"], batch_size=p["batch"], seed=0, device=device, progress=False).fit(*inp)
+            return {"steps": float(m.steps_done_)}
+        m = cls(epochs=p["epochs"], batch_size=p["batch"], seed=0, device=device, progress=False).fit(*inp)
+        return {"epochs": float(len(m.history_))}
 
     return setup, run
 

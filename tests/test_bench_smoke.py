@@ -272,3 +272,18 @@ def test_transform_row_runs_and_cleans_up(bench):
     assert lim["anon_peak_mib"] is not None and lim["met"] in (True, False)
     row = {"case": case.name, "group": "limit", "params": case.params, "reptrans": {"status": "ok"}, "limit": lim}
     assert "≤ 2 chunks" in bench.limit_tables([row])
+
+
+@pytest.mark.parametrize("kind, extra, done", [("vec2vec", {"steps": 2}, {"steps": 2.0}),
+                                                ("contrastive", {"epochs": 1}, {"epochs": 1.0})])
+def test_train_rows_skip_without_cuda_and_train(bench, monkeypatch, kind, extra, done):
+    """The trainer rows are for CUDA machines: skipped without CUDA; their fit runs (here on the CPU)."""
+    import align.device
+
+    monkeypatch.setattr(align.device, "cuda_available", lambda: False)
+    p = {"n": 400, "d": 32, "seed": 0, "batch": 64, **extra}
+    setup, run = bench._train(kind, "cpu")
+    with pytest.raises(bench.Skip, match="CUDA"):
+        setup(p)
+    X, Y = bench.paired_data(p["n"], p["d"], 0)
+    assert run((X, Y), p) == done
