@@ -150,9 +150,8 @@ class Vec2Vec(Translator):
         from those found in ``checkpoint_dir``.
     max_grad_norm : gradient clipping; max_retries : rollbacks in a row allowed
         before :class:`align.TrainingDivergedError`.
-    device : torch device of the networks; default CUDA when present, else CPU. The selection's neighbour
-        searches follow :mod:`align.knn`'s engine, which takes CUDA where present whatever ``device``
-        (same results; ``REPTRANS_FORCE_CPU=1`` keeps them off the GPU).
+    device : torch device of the networks; default CUDA when present, else CPU. The selection's kNN takes
+        CUDA where present whatever ``device`` (same results; ``REPTRANS_FORCE_CPU=1`` keeps it off).
     progress : show a tqdm bar.
 
     Attributes after fit: ``generator_`` (flat float32 parameters of the
