@@ -37,7 +37,7 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
 
 __all__ = [
     "torch_device",
@@ -49,6 +49,9 @@ __all__ = [
     "refresh_thread_pools",
     "set_threads",
     "get_threads",
+    "current_threads",
+    "parallel_map",
+    "row_blocks",
     "available_cores",
     "with_threads",
 ]
@@ -249,6 +252,43 @@ def get_threads() -> int:
         return _explicit
     env = _env_threads()
     return env if env is not None else _auto_threads()
+
+
+def current_threads() -> int:
+    """The thread count in effect in this thread: the innermost :func:`threads` block's,
+    else the process setting (:func:`get_threads`)."""
+    count = getattr(_local, "count", None)
+    return int(count) if count is not None else get_threads()
+
+
+def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any]) -> List[Any]:
+    """``[fn(x) for x in items]``, on :func:`current_threads` Python threads.
+
+    For independent pieces of work whose heavy part releases the GIL (numpy's
+    element-wise passes and sorts, scipy's ``linear_sum_assignment``): each piece
+    computes what it would alone, so the results are those of the plain loop, in
+    order. The first exception raised by ``fn`` is raised here."""
+    n = min(current_threads(), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(fn, items))
+
+
+def row_blocks(fn: Callable[[int, int], None], n_rows: int, row_bytes: int,
+               block_bytes: int = 1 << 20) -> None:
+    """Call ``fn(start, stop)`` on consecutive row blocks covering ``range(n_rows)``,
+    on :func:`current_threads` Python threads (:func:`parallel_map`).
+
+    For element-wise numpy passes over a large matrix (``fn`` works in place on its
+    rows): numpy's ufuncs run on one core and release the GIL, so the blocks run on
+    every core of the count, and several passes over one block of ``block_bytes``
+    (``row_bytes`` per row) read it from cache instead of memory. Results are those
+    of the same passes over the whole matrix, element by element."""
+    rows = max(1, block_bytes // max(1, row_bytes))
+    parallel_map(lambda s: fn(s, min(s + rows, n_rows)), range(0, n_rows, rows))
 
 
 def set_threads(n: Optional[int]) -> None:

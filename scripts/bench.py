@@ -696,6 +696,44 @@ def _knn_both_two_searches():
     return _both_data, run
 
 
+# -- one entropic transport step (the final refinement's unit of work)
+
+
+def _plan_data(p) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from align.knn import normalize_rows
+    from translate.matching import random_map
+
+    X, Y = paired_data(p["n"], p["d"], p["seed"])
+    return normalize_rows(X), normalize_rows(Y), random_map(p["d"], p["d"], np.random.default_rng(p["seed"]))
+
+
+def _plan_step(whole: bool):
+    """``translate.matching.transport_step`` at ε 0.05; ``whole``: its plan by the same passes, each over the
+    whole n×n matrix on numpy's one thread (the code before the row-blocked passes). Equal plans give equal
+    values (the mean similarity transported)."""
+    def run(inp, p):
+        from translate import matching
+
+        X, Y, W = inp
+        if not whole:
+            return matching.transport_step(X, Y, W, 0.05)[1]
+        A, B = matching.common_space(X, Y, W)
+        K = A @ B.T
+        K -= K.max(axis=1, keepdims=True)
+        K *= np.float32(1 / 0.05)
+        np.exp(K, out=K)
+        v = np.ones(len(B), np.float32)
+        for _ in range(matching.SINKHORN_ITERS):
+            u = np.float32(1) / np.maximum(K @ v, np.float32(1e-30))
+            v = np.float32(len(A) / len(B)) / np.maximum(K.T @ u, np.float32(1e-30))
+        K *= u[:, None]
+        K *= v[None, :]
+        M = matching.plan_cross(K, X, Y)
+        return float(np.sum(matching.polar(M) * M)) / len(X)
+
+    return _plan_data, run
+
+
 # -- Isometric on real embeddings
 
 
@@ -1473,6 +1511,11 @@ def build_cases(quick: bool, k: int, seed: int) -> List[Case]:
             f"knn-both-{_size(n)}", "knn", {**base, "n": n, "d": 384}, _knn_both_reptrans, _knn_both_two_searches,
             "two knn() searches (FAISS)", label="align.knn.knn_both",
         ))
+    n = 1500 if quick else 12000  # ot_rows: the largest plan a default Isometric fit builds
+    cases.append(Case(
+        f"plan-{_size(n)}", "plan", {**base, "n": n, "d": 384}, functools.partial(_plan_step, False),
+        functools.partial(_plan_step, True), "whole-matrix passes (one thread)", label="matching.transport_step",
+    ))
     iso_n = 1500 if quick else 12000
     cases.append(Case(
         f"isometric-{_size(iso_n)}", "isometric", {**base, "n": iso_n, "synthetic": quick}, _isometric,

@@ -287,3 +287,15 @@ def test_train_rows_skip_without_cuda_and_train(bench, monkeypatch, kind, extra,
         setup(p)
     X, Y = bench.paired_data(p["n"], p["d"], 0)
     assert run((X, Y), p) == done
+
+
+def test_plan_row_equals_its_whole_matrix_baseline(bench):
+    """The plan row's two sides (the row-blocked transport step and the same passes over the whole matrix)
+    give the same value on the quick case's data, at 300 rows."""
+    case = _quick_case(bench, "plan-1.5k")
+    p = dict(case.params, n=300)
+    (setup, run), (_, base) = case.reptrans(), case.baseline()
+    inp = setup(p)
+    assert inp[0].shape == (300, 384) and inp[2].shape == (384, 384)
+    a, b = run(inp, p), base(inp, p)
+    assert isinstance(a, float) and 0.0 < a <= 1.0 and a == b

@@ -12,7 +12,8 @@ import torch
 from threadpoolctl import threadpool_info
 
 from align import device
-from align.device import THREADS_ENV, available_cores, get_threads, set_threads, threads, with_threads
+from align.device import (THREADS_ENV, available_cores, current_threads, get_threads, parallel_map, row_blocks,
+                          set_threads, threads, with_threads)
 
 
 @pytest.fixture(autouse=True)
@@ -174,3 +175,86 @@ def test_cuda_check_without_a_driver_does_not_import_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_current_threads_is_the_innermost_block_count():
+    set_threads(2)
+    assert current_threads() == 2
+    with threads(1):
+        assert current_threads() == 1
+        with threads():
+            assert current_threads() == 1
+    assert current_threads() == 2
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("n_rows,row_bytes,block_bytes", [(0, 8, 64), (1, 8, 64), (37, 8, 64), (37, 100, 64)])
+def test_row_blocks_cover_every_row_once(n_threads, n_rows, row_bytes, block_bytes):
+    seen = np.zeros(n_rows, int)
+
+    def fn(s, e):
+        assert 0 <= s < e <= n_rows and e - s <= max(1, block_bytes // row_bytes)
+        seen[s:e] += 1
+
+    with threads(n_threads):
+        row_blocks(fn, n_rows, row_bytes, block_bytes)
+    assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_row_blocks_raise_what_a_block_raises(n_threads):
+    def fn(s, e):
+        if s <= 20 < e:
+            raise KeyError("block 20")
+
+    with threads(n_threads), pytest.raises(KeyError, match="block 20"):
+        row_blocks(fn, 40, 4, 16)
+
+
+def test_entropic_plan_is_the_whole_matrix_computation_on_any_thread_count():
+    """Blocked and threaded passes give exactly the plan of the same passes over the whole matrix."""
+    from translate.matching import entropic_plan
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((700, 16)).astype(np.float32)
+    B = rng.standard_normal((900, 16)).astype(np.float32)
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    B /= np.linalg.norm(B, axis=1, keepdims=True)
+
+    def whole(A, B, eps, n_iter):  # the same passes, each over the whole matrix
+        K = A @ B.T
+        K -= K.max(axis=1, keepdims=True)
+        K *= np.float32(1 / eps)
+        np.exp(K, out=K)
+        v = np.ones(len(B), np.float32)
+        for _ in range(n_iter):
+            u = np.float32(1) / np.maximum(K @ v, np.float32(1e-30))
+            v = np.float32(len(A) / len(B)) / np.maximum(K.T @ u, np.float32(1e-30))
+        return K * u[:, None] * v[None, :]
+
+    for n in (1, 2, 3):
+        with threads(n):  # the BLAS products too follow the count
+            assert np.array_equal(entropic_plan(A, B, 0.05, 10), whole(A, B, 0.05, 10))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_parallel_map_keeps_the_order_and_raises(n_threads):
+    with threads(n_threads):
+        assert parallel_map(lambda x: x * x, list(range(50))) == [x * x for x in range(50)]
+        assert parallel_map(abs, []) == []
+        with pytest.raises(ZeroDivisionError):
+            parallel_map(lambda x: 1 // (x - 7), list(range(20)))
+
+
+def test_block_assignment_is_the_same_on_any_thread_count():
+    from translate.matching import block_assignment
+
+    rng = np.random.default_rng(1)
+    A, B = rng.standard_normal((1000, 24)).astype(np.float32), rng.standard_normal((900, 24)).astype(np.float32)
+    out = []
+    for n in (1, 2, 3):
+        with threads(n):
+            out.append(block_assignment(A, B, 100, np.random.default_rng(5)))
+    for i, j, obj in out[1:]:
+        assert np.array_equal(i, out[0][0]) and np.array_equal(j, out[0][1]) and obj == out[0][2]
+    assert len(out[0][0]) == 900 and len(set(out[0][0])) == 900 and len(set(out[0][1])) == 900
