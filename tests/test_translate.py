@@ -514,6 +514,23 @@ def test_isometric_ot_iter_zero_runs_no_final_refinement():
     assert not [e for e in m.history_ if e.get("stage") == "transport"]
 
 
+def test_isometric_final_refinement_takes_one_step_on_all_rows_when_the_scan_keeps_the_map(monkeypatch):
+    """No scanned step beat the map on the fit rows: one step at ot_eps still runs, on all rows (the
+    held-out ones join the plan); a chosen schedule runs as chosen."""
+    import translate.isometric as iso
+
+    X, Y, *_ = iso_data(16, 16, n=300, n_test=10, k=20)
+    sizes = []
+    real_step = iso.transport_step
+    monkeypatch.setattr(iso, "transport_step", lambda Xs, Ys, *a: sizes.append(len(Xs)) or real_step(Xs, Ys, *a))
+    for chosen, expect in (((0.05, 0, 0.0), [(1, 0.05)]), ((0.2, 3, 0.0), [(1, 0.2), (2, 0.2), (3, 0.2)])):
+        monkeypatch.setattr(iso, "best_schedule", lambda *a, c=chosen: c)
+        sizes.clear()
+        m = Isometric(seed=0, ot_eps=0.05, **ISO).fit(X, Y)
+        final = [(h["iter"], h["eps"]) for h in m.history_ if h.get("stage") == "transport"][-len(expect):]
+        assert final == expect and sizes[-len(expect):] == [300] * len(expect)  # all rows, not the fit rows
+
+
 def test_isometric_settled_failures_end_early():
     """Independent noise: every restart settles near the random level and ends after
     its polished probe fails, not at n_iter."""
