@@ -18,13 +18,17 @@ from align.device import (THREADS_ENV, available_cores, current_threads, get_thr
 
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
     monkeypatch.delenv(THREADS_ENV, raising=False)
     set_threads(None)
     t0, n0 = torch.get_num_threads(), numba.get_num_threads()
+    pools = threadpool_limits(limits=None)  # records the BLAS / OpenMP counts: a test's set_threads(n) changes them
     yield
     set_threads(None)
     torch.set_num_threads(t0)
     numba.set_num_threads(n0)
+    pools.restore_original_limits()  # later tests in this worker compare results with fresh processes
 
 
 def _blas_counts():
@@ -177,8 +181,8 @@ def test_cuda_check_without_a_driver_does_not_import_torch():
     assert out == ["False", "False"]
 
 
-def test_current_threads_is_the_innermost_block_count():
-    set_threads(2)
+def test_current_threads_is_the_innermost_block_count(monkeypatch):
+    monkeypatch.setenv(THREADS_ENV, "2")  # the process setting, without applying it to the loaded libraries
     assert current_threads() == 2
     with threads(1):
         assert current_threads() == 1
