@@ -287,7 +287,10 @@ def row_blocks(fn: Callable[[int, int], None], n_rows: int, row_bytes: int,
     every core of the count, and several passes over one block of ``block_bytes``
     (``row_bytes`` per row) read it from cache instead of memory. Results are those
     of the same passes over the whole matrix, element by element."""
-    rows = max(1, block_bytes // max(1, row_bytes))
+    from .validation import check_positive_int
+
+    n_rows = check_positive_int(n_rows, "n_rows", minimum=0)
+    rows = max(1, check_positive_int(block_bytes, "block_bytes") // check_positive_int(row_bytes, "row_bytes"))
     parallel_map(lambda s: fn(s, min(s + rows, n_rows)), range(0, n_rows, rows))
 
 

@@ -205,6 +205,15 @@ def test_row_blocks_cover_every_row_once(n_threads, n_rows, row_bytes, block_byt
     assert (seen == 1).all()
 
 
+@pytest.mark.parametrize("kw,name", [(dict(n_rows=-1), "n_rows"), (dict(n_rows=2.0), "n_rows"),
+                                     (dict(row_bytes=0), "row_bytes"), (dict(block_bytes=0), "block_bytes"),
+                                     (dict(block_bytes=True), "block_bytes")])
+def test_row_blocks_refuse_bad_sizes(kw, name):
+    args = {"n_rows": 10, "row_bytes": 8, "block_bytes": 64, **kw}
+    with pytest.raises(ValueError, match=name):
+        row_blocks(lambda s, e: None, **args)
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 def test_row_blocks_raise_what_a_block_raises(n_threads):
     def fn(s, e):
