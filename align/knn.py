@@ -45,7 +45,8 @@ from .device import cuda_available, faiss, faiss_gpu_count, threads, torch_devic
 from .progress import progress_bar
 from .validation import as_matrix, check_choice, check_k, check_nonzero_rows, check_positive_int
 
-__all__ = ["knn", "knn_both", "normalize_rows", "inverse_norms", "unit_rows_f32", "self_neighbors", "paired_search"]
+__all__ = ["knn", "knn_both", "normalize_rows", "inverse_norms", "unit_rows_f32", "self_neighbors", "paired_search",
+           "warm_up"]
 
 _BACKENDS = ("auto", "faiss", "torch", "symmetric")
 # FAISS GPU indices return at most this many neighbours per query.
@@ -276,6 +277,28 @@ def knn_both(
         if metric == "cosine":
             Qa, Qb = normalize_rows(Qa), normalize_rows(Qb)
         return search_prepared(Qa, Qb, k, False), search_prepared(Qb, Qa, k, False)
+
+
+def warm_up() -> None:
+    """Compile the CPU engines' numba kernels into numba's on-disk cache (``cache=True``).
+
+    Runs the symmetric, paired and two-way searches once each on small random rows, in float32
+    and float64 (the input dtypes the kernels are specialised for), so that a later process
+    loads the kernels instead of compiling them: a fresh process fitting ``Isometric`` on 5000
+    rows per side and evaluating it took 98-104 s without the cache and 79 s with it, 2 cores;
+    this call takes ~29 s there (``docs/translation.md``, the demo). ``scripts/setup.sh`` calls
+    it once per install. Nothing to do where CUDA takes the searches or numba is missing. Routes other than
+    this machine's default (a filter precision forced by ``REPTRANS_KNN_FILTER``, the exact last
+    resort for overflowing rows) still compile on first use.
+    """
+    if not _cpu_engines() or importlib.util.find_spec("numba") is None:
+        return
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        X, Y = (rng.standard_normal((_SYM_MIN_ROWS, 16)).astype(dtype) for _ in range(2))
+        self_neighbors(X, 10)
+        paired_search(X, Y, 10)
+    knn_both(X, Y, 10)
 
 
 def search_prepared(

@@ -685,3 +685,27 @@ def test_cuda_metrics_and_evaluate_equal_the_cpu_engines(monkeypatch):
         assert gpu[0] == pytest.approx(cpu[0], rel=0, abs=1e-12)
         assert gpu[1] == cpu[1]
         assert gpu[2] == pytest.approx(cpu[2], abs=1e-9)
+
+
+def test_warm_up_runs_every_cpu_engine_in_both_dtypes(monkeypatch):
+    """warm_up drives the symmetric, paired and two-way engines with float32 and float64 rows, the
+    specialisations numba compiles (and caches) for them; the calls go through the public routes."""
+    import sys
+
+    knn_mod = sys.modules["align.knn"]  # the package binds the name align.knn to the function
+    if not knn_mod._cpu_engines():
+        pytest.skip("CUDA takes the searches here: nothing to compile")
+    seen = set()
+    real = {name: getattr(selfknn, name) for name in ("self_knn", "paired_rank_knn", "cross_knn")}
+
+    def spy(name):
+        def call(X, *args, **kwargs):
+            seen.add((name, np.dtype(X.dtype).name))
+            return real[name](X, *args, **kwargs)
+        return call
+
+    for name in real:
+        monkeypatch.setattr(selfknn, name, spy(name))
+    knn_mod.warm_up()
+    assert seen == {("self_knn", "float32"), ("self_knn", "float64"), ("paired_rank_knn", "float32"),
+                    ("paired_rank_knn", "float64"), ("cross_knn", "float32")}
