@@ -283,6 +283,18 @@ def test_isometric_recovers_rotation_without_pairs(iso32):
     assert len(scan) >= 2 and scan[:len(scan) - 1] == grid[:len(scan) - 1]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("n_x, n_y", [(1500, 4000), (4000, 1500)])
+def test_isometric_recovers_rotation_from_unequal_row_counts(n_x, n_y):
+    """Users bring what they have: a few source rows and many target rows, or the reverse. The plans'
+    columns then carry n_x / n_y each; the map is found and confirmed either way."""
+    X, Y, Xt, Yt, Q = iso_data(32, 32, n=max(n_x, n_y))
+    m = Isometric(seed=0, **ISO).fit(X[:n_x], Y[:n_y])
+    assert m.confirmed_
+    assert evaluate(m.transform(Xt), Yt)["top1"] >= 0.99
+    assert np.abs(m.W_ - Q).max() < 0.1
+
+
 def _check_semi_orthogonal(m, d_a, d_b):
     assert m.W_.shape == (d_a, d_b)
     WW = m.W_ @ m.W_.T if d_a <= d_b else m.W_.T @ m.W_
