@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -246,7 +245,12 @@ def test_svcca_limit_row_runs(bench):
     assert "| align.svcca, n=300, d=64 |" in bench.limit_tables([row])
 
 
-def test_peak_anon_sees_an_allocation(bench):
+_PEAK_ANON_CHILD = """
+import sys, time
+sys.path.insert(0, "tests")
+import numpy as np
+from synthetic import script_module
+with script_module("bench") as bench:
     with bench.PeakAnon() as pa:
         a = np.ones(64 << 20, dtype=np.uint8)  # 64 MiB, touched
         # two samples while it is held (the second began after the allocation), however
@@ -255,7 +259,18 @@ def test_peak_anon_sees_an_allocation(bench):
         while pa.samples < seen + 2 and time.time() < deadline:
             time.sleep(0.01)
         del a
-    assert pa.anon_peak >= 48 << 20 and pa.rss_peak >= 48 << 20, (pa.anon_peak, pa.rss_peak)
+print(pa.anon_peak, pa.rss_peak)
+"""
+
+
+def test_peak_anon_sees_an_allocation():
+    """In a process of its own: in a test worker, memory that another thread of an earlier test
+    freed during the block offset the allocation (a CI run measured +31.5 MiB for 64 MiB)."""
+    out = subprocess.run([sys.executable, "-c", _PEAK_ANON_CHILD], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    anon, rss = map(int, out.stdout.split()[-2:])
+    assert anon >= 48 << 20 and rss >= 48 << 20, (anon, rss)
 
 
 def test_transform_row_runs_and_cleans_up(bench):
