@@ -264,8 +264,9 @@ print(pa.anon_peak, pa.rss_peak)
 
 
 def test_peak_anon_sees_an_allocation():
-    """In a process of its own: in a test worker, memory that another thread of an earlier test
-    freed during the block offset the allocation (a CI run measured +31.5 MiB for 64 MiB)."""
+    """In a process of its own: in a test worker a CI run measured +31.5 MiB for 64 MiB (not
+    reproduced alone or in its file; most likely memory freed elsewhere in the worker during the
+    block, which the peak above the entry value subtracts)."""
     out = subprocess.run([sys.executable, "-c", _PEAK_ANON_CHILD], cwd=ROOT, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
