@@ -42,6 +42,9 @@ Parts (``--parts``, default all):
   held-out criterion's gain and the top-1 of that start, of the start polished, and of
   the restart's explored map -- whether the criterion prefers the right map, and
   whether the climbing steps keep it.
+* ``basin``: minilm -> mpnet with 1000 texts per side: from how far the climbing steps
+  still reach the right map (starts mixed from the oracle's map and a random one, and
+  full-dimensional Gromov-Wasserstein couplings; ``basin``).
 * ``sizecurve``: minilm <-> e5 (both directions, zero pairs) at 5k, 11.5k, 25k and 50k
   texts per side: the issue's fallback target (the smallest size <= 50k that reaches
   0.9 x the paired oracle). Up to 11.5k the ``real`` layout; beyond, e5 texts
@@ -262,11 +265,10 @@ def fit_one(data, seed: int, params: Dict[str, Any], pools: Tuple[Tuple[np.ndarr
     }
 
 
-def fixed_point(source: str, target: str, n: int, m: int = 0, weights: Sequence[float] = (1.0,)) -> Dict[str, Any]:
-    """Top-1 (pool 1000) along each unpaired refinement started at the paired oracle's map. With ``m`` known
-    pairs (the ``pairs`` layout), each step's Procrustes also holds them, weighing ``w`` times the matched rows
-    for each w of ``weights`` (``Isometric``'s ``pair_weight``)."""
-    from translate.matching import common_space, cross, csls_match, polar, transport_step
+def _from_oracle_setup(source: str, target: str, n: int, m: int = 0):
+    """The ``pairs`` layout preprocessed as ``Isometric`` does (VecMap order): (Xp, Yp, the paired oracle's map
+    between them, top-1 at pool 1000 of a map, the pairs)."""
+    from translate.matching import cross, polar
     from translate.paired import SpacePrep
 
     A, B, At, Bt, P = pairs_data(source, target, n, m)
@@ -274,12 +276,61 @@ def fixed_point(source: str, target: str, n: int, m: int = 0, weights: Sequence[
     ma, _, Xp = prep.fit(A)
     mb, sb, Yp = prep.fit(B)
     At_p = prep.apply(At, ma)
-    Kx, Ky = Xp[P[:, 0]], Yp[P[:, 1]]
 
     def top1(W: np.ndarray) -> float:
-        return float(evaluate(prep.inverse(At_p @ W, mb, sb), Bt)["top1"])
+        return round(float(evaluate(prep.inverse(At_p @ W, mb, sb), Bt)["top1"]), 4)
 
-    W0 = polar(cross(prep.apply(_emb(source, HALF, HALF)[:n], ma), Yp))
+    return Xp, Yp, polar(cross(prep.apply(_emb(source, HALF, HALF)[:n], ma), Yp)), top1, P
+
+
+def basin(source: str, target: str, n: int, seed: int = 0) -> Dict[str, Any]:
+    """The ``basin`` part: from how far the climbing steps still reach the right map with few rows. Starts: the
+    paired oracle's map W_o mixed with a random rotation R, ``polar(t W_o + (1 - t) R)``, and the two best
+    couplings of full-dimensional Gromov-Wasserstein (:func:`translate.matching.gromov_starts`, 12 starts, the
+    low-dimensional search's schedule). From each: top-1 after each of 10 hard CSLS rounds (both directions) +
+    Procrustes, and after every 5th of 40 entropic steps at ε = 0.15 (warm: at 1k rows per side ε 0.02-0.1 drifts
+    away, ``fixed_point``). For each map at its start and after its 40 steps, the mean cosine between it and W_o
+    along each block of 16 source principal directions (largest first): is it right everywhere a little, or only
+    in the main directions?"""
+    from translate.matching import common_space, cross, csls_match, gromov_starts, polar, random_map, transport_step
+
+    Xp, Yp, W0, top1, _ = _from_oracle_setup(source, target, n)
+    rng = np.random.default_rng(seed)
+    R = random_map(*W0.shape, rng).astype(np.float64)
+    gw = gromov_starts(Xp, Yp, 12, np.geomspace(1.0, 0.05, 60), rng)
+    starts = {f"t={t}": polar(t * W0 + (1 - t) * R) for t in (0.3, 0.2, 0.15, 0.1)}
+    starts.update({f"gromov {i} (score {s:.5f})": W for i, (s, W) in enumerate(gw[:2])})
+    Vt = np.linalg.svd(Xp, full_matrices=False)[2]
+    Vt = Vt[: len(Vt) // 16 * 16]  # the source's principal directions, largest first
+
+    def profile(W: np.ndarray) -> List[float]:
+        return [round(float(c), 3) for c in np.sum((Vt @ W) * (Vt @ W0), axis=1).reshape(-1, 16).mean(1)]
+
+    out: Dict[str, Any] = {"oracle": top1(W0)}
+    for name, W in starts.items():
+        rec: Dict[str, Any] = {"start": top1(W), "csls": [], "entropic": []}
+        V = W
+        for _ in range(10):
+            fwd, _, bwd = csls_match(*common_space(Xp, Yp, V), 10)
+            V = polar(cross(Xp, Yp[fwd]) + cross(Xp[bwd], Yp))
+            rec["csls"].append(top1(V))
+        for i in range(40):
+            W = transport_step(Xp, Yp, W, 0.15)[0]
+            if i % 5 == 4:
+                rec["entropic"].append(top1(W))
+        rec["cos_by_16_directions"] = {"start": profile(starts[name]), "after the entropic steps": profile(W)}
+        out[name] = rec
+    return out
+
+
+def fixed_point(source: str, target: str, n: int, m: int = 0, weights: Sequence[float] = (1.0,)) -> Dict[str, Any]:
+    """Top-1 (pool 1000) along each unpaired refinement started at the paired oracle's map. With ``m`` known
+    pairs (the ``pairs`` layout), each step's Procrustes also holds them, weighing ``w`` times the matched rows
+    for each w of ``weights`` (``Isometric``'s ``pair_weight``)."""
+    from translate.matching import common_space, cross, csls_match, polar, transport_step
+
+    Xp, Yp, W0, top1, P = _from_oracle_setup(source, target, n, m)
+    Kx, Ky = Xp[P[:, 0]], Yp[P[:, 1]]
     out: Dict[str, Any] = {"oracle": top1(W0)}
     for w in weights if m else (0.0,):
         def procrustes(M: np.ndarray, n_matched: int) -> np.ndarray:
@@ -305,14 +356,8 @@ def from_oracle(source: str, target: str, n: int) -> Dict[str, Any]:
     """The ``fromoracle`` part: one ``Isometric`` restart (seed 0) started at the paired
     oracle's map; the held-out criterion's gain and the top-1 of the start, of the
     start polished, and of the explored map (the restart's result before polishing)."""
-    from translate.matching import cross, polar
-    from translate.paired import SpacePrep
-
     A, B, At, Bt = real_data(source, target, n)
-    prep = SpacePrep(center=True, normalize=True)
-    ma, _, Xp = prep.fit(A)
-    _, _, Yp = prep.fit(B)
-    W0 = polar(cross(prep.apply(_emb(source, HALF, HALF)[:n], ma), Yp))
+    W0 = _from_oracle_setup(source, target, n)[2]
     m = Isometric(seed=0, progress=False, n_init=1, lowdim_restarts=0)
     explore, out = m._explore, {}
 
@@ -624,7 +669,7 @@ def plot_curve(results: List[Dict[str, Any]], path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parts = ["synthetic", "real", "curve", "pairs", "pool8192", "e5", "fixedpoint", "fromoracle", "sizecurve",
+    parts = ["synthetic", "real", "curve", "pairs", "pool8192", "e5", "fixedpoint", "fromoracle", "basin", "sizecurve",
              "clusters", "ica", "blasthreads", "ablation"]
     ap.add_argument("--parts", nargs="+", default=parts, choices=parts)
     ap.add_argument("--n", type=int, default=HALF, help="texts per side for the 'real' part")
@@ -651,6 +696,9 @@ def main(argv=None) -> int:
         diagnostics += [("fixedpoint", {"source": "minilm", "target": "mpnet", "n": 500, **({"m": m} if m else {})},
                          functools.partial(fixed_point, "minilm", "mpnet", 500, m, (1.0, 4.0, 16.0)))
                         for m in (0, 5, 20)]
+    if "basin" in args.parts:
+        diagnostics.append(("basin", {"source": "minilm", "target": "mpnet", "n": 1000},
+                            functools.partial(basin, "minilm", "mpnet", 1000)))
     if "blasthreads" in args.parts:
         diagnostics.append(("blasthreads", {"source": "minilm", "target": "mpnet", "n": 3000},
                             functools.partial(blas_threads, "minilm", "mpnet", 3000)))

@@ -428,7 +428,7 @@ def test_isometric_low_dimensional_restarts_find_what_the_full_one_missed():
     lifted = [h for h in m.history_ if h.get("stage") == "lowdim"]  # every lifted restart, kept or not
     assert [h["restart"] for h in lifted] == [1, 2, 3]
     assert max(h["gain"] for h in lifted) <= m.restarts_[1]["gain"]  # its cycles only raised it
-    with pytest.warns(RuntimeWarning, match=r"no two of 1 restarts.*a few \(pairs=, --pairs\) known pairs"):
+    with pytest.warns(RuntimeWarning, match=r"no two of 1 restarts.*Give more rows \(either side helps\), a few \(pairs=, --pairs\) known pairs"):
         Isometric(seed=0, n_init=1, lowdim=0, **ISO).fit(X, Y)
 
 

@@ -357,8 +357,8 @@ class Isometric(Translator):
             n_ok, hint = sum(r["success"] for r in results), "more" if pairs_note else "a few (pairs=, --pairs)"
             warnings.warn(
                 f"Isometric: no two of {len(results)} restarts found the same map ({n_ok} passed min_gain="
-                f"{self.min_gain}; kept gain {results[chosen]['gain']:.2f}); the map may be wrong. Give more rows per "
-                f"side, {hint} known pairs, more restarts (n_init) or iterations (n_iter)."
+                f"{self.min_gain}; kept gain {results[chosen]['gain']:.2f}); the map may be wrong. Give more rows (either "
+                f"side helps), {hint} known pairs, more restarts (n_init) or iterations (n_iter)."
                 + (f" {pairs_note}" if pairs_note else ""), RuntimeWarning, stacklevel=3)
         self.restarts_, self.chosen_restart_ = results, chosen
         self.W_ = maps[0] if pairs_note and chosen == 0 else self._final_refine(Xf, Yf, Xp, Yp, maps[chosen], rng,
