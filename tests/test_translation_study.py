@@ -31,3 +31,27 @@ def test_pairs_table_kept_and_confirmed():
     assert "| no (row halves 0.31) | pairs' map |" in rows[3]
     assert "| yes (search: 4 of 5 pairs found) | search |" in rows[4]
     assert "| yes (search) | search |" in rows[5] and rows[5].startswith("| c → d | 9 | 5 | 0.400 | 0.50 |")
+
+
+def test_basin_probe_on_a_known_rotation(monkeypatch):
+    """The ``basin`` part on Y = X' Q: the oracle's map is Q (top-1 1.0), a start mixed from it and a random
+    rotation is a little right along every principal direction alike, and each start reports its trajectories."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n, d = 300, 64
+    Z = rng.standard_normal((2 * n + 200, d)) * np.geomspace(1.0, 0.2, d)
+    Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    A, Zb, At = Z[:n], Z[n:2 * n], Z[2 * n:]
+    monkeypatch.setattr(T, "pairs_data", lambda s, t, n_, m: (A, Zb @ Q, At, At @ Q, np.zeros((0, 2), int)))
+    monkeypatch.setattr(T, "_emb", lambda enc, start, n_: Zb)  # the source's view of the target rows
+    out = T.basin("a", "b", n)
+    assert out["oracle"] == 1.0
+    assert sum(k.startswith("gromov") for k in out) == 2
+    for name, (low, high) in (("t=0.3", (0.15, 0.35)), ("t=0.1", (0.03, 0.15))):
+        rec = out[name]
+        assert len(rec["csls"]) == 10 and len(rec["entropic"]) == 8
+        start = rec["cos_by_16_directions"]["start"]
+        assert len(start) == d // 16 and low < min(start) and max(start) < high
+    assert all(a > b for a, b in zip(out["t=0.3"]["cos_by_16_directions"]["start"],
+                                     out["t=0.1"]["cos_by_16_directions"]["start"]))
