@@ -667,6 +667,41 @@ def plot_curve(results: List[Dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_basin(results: List[Dict[str, Any]], path: Path) -> None:
+    """The ``basin`` record as two panels: top-1 along the entropic steps from each start, and each map's
+    agreement with the oracle's along the source's principal directions after those steps."""
+    rec = next((r for r in results if r["part"] == "basin"), None)
+    if rec is None:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    starts = {k: v for k, v in rec.items() if isinstance(v, dict) and "entropic" in v}
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (name, v) in enumerate(starts.items()):
+        style = dict(color=f"C{i}", ls="--" if name.startswith("gromov") else "-")
+        label = f"{name.split(' (')[0]} (start {v['start']:.3f})"
+        ax1.plot([0, *range(5, 5 * len(v["entropic"]) + 1, 5)], [v["start"], *v["entropic"]], marker="o", label=label,
+                 **style)
+        prof = v["cos_by_16_directions"]["after the entropic steps"]
+        ax2.plot(np.arange(len(prof)) * 16 + 8, prof, **style)
+    ax1.set_xlabel("entropic steps (ε = 0.15)")
+    ax1.set_ylabel("held-out top-1 (pool 1000)")
+    ax1.set_ylim(0, 1)
+    ax1.legend(fontsize=8)
+    ax2.axhline(0, color="grey", lw=0.5)
+    ax2.set_xlabel("source principal direction (blocks of 16, largest first)")
+    ax2.set_ylabel("cosine with the oracle's map, after the steps")
+    key = rec["key"]
+    fig.suptitle(f"Isometric's steps from partly right starts: {key['source']} -> {key['target']}, "
+                 f"{key['n']} texts per side")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parts = ["synthetic", "real", "curve", "pairs", "pool8192", "e5", "fixedpoint", "fromoracle", "basin", "sizecurve",
@@ -680,6 +715,7 @@ def main(argv=None) -> int:
                     help="source>target directions of the 'e5' part (quote them in a shell)")
     ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="texts per side for 'sizecurve'")
     ap.add_argument("--json", default="out/translation_study.json")
+    ap.add_argument("--basin-plot", type=Path, help="where to draw the basin part's record (a PNG)")
     args = ap.parse_args(argv)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -730,6 +766,8 @@ def main(argv=None) -> int:
               f"gain {r['gain']}", flush=True)
     print(summarise(results))
     plot_curve(results, path.with_suffix(".png"))
+    if args.basin_plot:
+        plot_basin(results, args.basin_plot)
     return 0
 
 
