@@ -33,7 +33,7 @@ def test_pairs_table_kept_and_confirmed():
     assert "| yes (search) | search |" in rows[5] and rows[5].startswith("| c → d | 9 | 5 | 0.400 | 0.50 |")
 
 
-def test_basin_probe_on_a_known_rotation(monkeypatch):
+def test_basin_probe_on_a_known_rotation(monkeypatch, tmp_path):
     """The ``basin`` part on Y = X' Q: the oracle's map is Q (top-1 1.0), a start mixed from it and a random
     rotation is a little right along every principal direction alike, and each start reports its trajectories."""
     import numpy as np
@@ -55,3 +55,5 @@ def test_basin_probe_on_a_known_rotation(monkeypatch):
         assert len(start) == d // 16 and low < min(start) and max(start) < high
     assert all(a > b for a, b in zip(out["t=0.3"]["cos_by_16_directions"]["start"],
                                      out["t=0.1"]["cos_by_16_directions"]["start"]))
+    T.plot_basin([{"part": "basin", "key": {"source": "a", "target": "b", "n": n}, **out}], tmp_path / "basin.png")
+    assert (tmp_path / "basin.png").read_bytes()[:4] == b"\x89PNG"
