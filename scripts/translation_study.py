@@ -288,8 +288,9 @@ def basin(source: str, target: str, n: int, seed: int = 0) -> Dict[str, Any]:
     paired oracle's map W_o mixed with a random rotation R, ``polar(t W_o + (1 - t) R)``, and the two best
     couplings of full-dimensional Gromov-Wasserstein (:func:`translate.matching.gromov_starts`, 12 starts, the
     low-dimensional search's schedule). From each: top-1 after each of 10 hard CSLS rounds (both directions) +
-    Procrustes, and after every 5th of 40 entropic steps at ε = 0.15 (warm: at 1k rows per side ε 0.02-0.1 drifts
-    away, ``fixed_point``). For each map at its start and after its 40 steps, the mean cosine between it and W_o
+    Procrustes, and after every 5th of 40 entropic steps at ε = 0.15 (of 0.15, 0.25 and 0.4, the one under which
+    partly right starts climbed fastest in a scratch scan; from the oracle's own map every ε drifts, ``fixed_point``).
+    For each map at its start and after its 40 steps, the mean cosine between it and W_o
     along each block of 16 source principal directions (largest first): is it right everywhere a little, or only
     in the main directions?"""
     from translate.matching import common_space, cross, csls_match, gromov_starts, polar, random_map, transport_step
