@@ -45,6 +45,8 @@ Parts (``--parts``, default all):
 * ``basin``: minilm -> mpnet with 1000 texts per side: from how far the climbing steps
   still reach the right map (starts mixed from the oracle's map and a random one, and
   full-dimensional Gromov-Wasserstein couplings; ``basin``).
+* ``seedmean``: minilm <-> mpnet with 2000 texts per side, seeds 0-4: each fit's top-1 and
+  that of the map nearest the mean of every pair, triple, ... of their maps (``seed_mean``).
 * ``sizecurve``: minilm <-> e5 (both directions, zero pairs) at 5k, 11.5k, 25k and 50k
   texts per side: the issue's fallback target (the smallest size <= 50k that reaches
   0.9 x the paired oracle). Up to 11.5k the ``real`` layout; beyond, e5 texts
@@ -321,6 +323,34 @@ def basin(source: str, target: str, n: int, seed: int = 0) -> Dict[str, Any]:
                 rec["entropic"].append(top1(W))
         rec["cos_by_16_directions"] = {"start": profile(starts[name]), "after the entropic steps": profile(W)}
         out[name] = rec
+    return out
+
+
+def seed_mean(source: str, target: str, n: int, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> Dict[str, Any]:
+    """The ``seedmean`` part: default fits with each of ``seeds`` on the same data, and the map nearest the mean
+    of several of their maps (``polar`` of their sum, as :func:`translate.matching.mean_map` for two; every fit's
+    preprocessing is the same, it depends on the data only). Top-1 (pool 1000) of each fit, of the mean of every pair and every
+    triple of them, and of all: different seeds settle in different fixed points near the right map when rows
+    are few, and their errors partly cancel."""
+    import itertools
+
+    from translate.matching import polar
+
+    A, B, At, Bt = real_data(source, target, n)
+    fits, out = [], {"seeds": list(seeds), "top1": [], "confirmed": [], "wall_s": []}
+    for s in seeds:
+        m = Isometric(seed=s, progress=False)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m.fit(A, B)
+        out["wall_s"].append(round(time.perf_counter() - t0, 1))
+        out["top1"].append(round(float(evaluate(m.transform(At), Bt)["top1"]), 4))
+        out["confirmed"].append(bool(m.confirmed_))
+        fits.append(m)
+    for k in range(2, len(fits) + 1):
+        out[f"mean of {k}"] = [round(_top1_with(fits[0], polar(sum(fits[i].W_.astype(np.float64) for i in c)), At, Bt), 4)
+                               for c in itertools.combinations(range(len(fits)), k)]
     return out
 
 
@@ -705,8 +735,8 @@ def plot_basin(results: List[Dict[str, Any]], path: Path) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parts = ["synthetic", "real", "curve", "pairs", "pool8192", "e5", "fixedpoint", "fromoracle", "basin", "sizecurve",
-             "clusters", "ica", "blasthreads", "ablation"]
+    parts = ["synthetic", "real", "curve", "pairs", "pool8192", "e5", "fixedpoint", "fromoracle", "basin", "seedmean",
+             "sizecurve", "clusters", "ica", "blasthreads", "ablation"]
     ap.add_argument("--parts", nargs="+", default=parts, choices=parts)
     ap.add_argument("--n", type=int, default=HALF, help="texts per side for the 'real' part")
     ap.add_argument("--seeds", type=int, default=5)
@@ -736,6 +766,9 @@ def main(argv=None) -> int:
     if "basin" in args.parts:
         diagnostics.append(("basin", {"source": "minilm", "target": "mpnet", "n": 1000},
                             functools.partial(basin, "minilm", "mpnet", 1000)))
+    if "seedmean" in args.parts:
+        diagnostics += [("seedmean", {"source": src, "target": tgt, "n": 2000}, functools.partial(seed_mean, src, tgt, 2000))
+                        for src, tgt in (("minilm", "mpnet"), ("mpnet", "minilm"))]
     if "blasthreads" in args.parts:
         diagnostics.append(("blasthreads", {"source": "minilm", "target": "mpnet", "n": 3000},
                             functools.partial(blas_threads, "minilm", "mpnet", 3000)))

@@ -57,3 +57,19 @@ def test_basin_probe_on_a_known_rotation(monkeypatch, tmp_path):
                                      out["t=0.1"]["cos_by_16_directions"]["start"]))
     T.plot_basin([{"part": "basin", "key": {"source": "a", "target": "b", "n": n}, **out}], tmp_path / "basin.png")
     assert (tmp_path / "basin.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seed_mean_reports_every_subset(monkeypatch):
+    """The ``seedmean`` part: one top-1 per fit, per pair and for all three maps, each a valid top-1."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n, d = 400, 16
+    Z = rng.standard_normal((2 * n + 200, d)) * np.geomspace(1.0, 0.1, d)
+    Q = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    A, Zb, At = Z[:n], Z[n:2 * n], Z[2 * n:]
+    monkeypatch.setattr(T, "real_data", lambda s, t, n_: (A, Zb @ Q, At, At @ Q))
+    out = T.seed_mean("a", "b", n, seeds=(0, 1, 2))
+    assert out["seeds"] == [0, 1, 2] and len(out["top1"]) == len(out["confirmed"]) == len(out["wall_s"]) == 3
+    assert len(out["mean of 2"]) == 3 and len(out["mean of 3"]) == 1
+    assert all(0.0 <= t <= 1.0 for t in out["top1"] + out["mean of 2"] + out["mean of 3"])

@@ -70,6 +70,7 @@ from .matching import (best_schedule, block_assignment, centroid_anchors, common
                        gromov_starts, mean_map, pairs_found, polar, random_map, relative_targets, signatures, subsample,
                        transport_step, unit_rows)
 from .paired import SpacePrep, check_map_state
+from .seeds import fit_seed_mean
 
 __all__ = ["Isometric", "INITS"]
 
@@ -132,6 +133,8 @@ class Isometric(Translator):
         into another path of the same quality, ``docs/translation.md``): pin ``OPENBLAS_NUM_THREADS`` to compare
         machines.
     progress : show a tqdm bar.
+    n_seeds : fits with seeds ``seed``, ``seed + 1``, ...; the map nearest the mean of the confirmed ones' maps
+        (:mod:`translate.seeds`; minilm <-> mpnet at 2k texts per side: 0.954 / 0.957 median of three, one 0.943 / 0.939).
 
     Attributes after fit
     --------------------
@@ -152,7 +155,8 @@ class Isometric(Translator):
         objective = mean CSLS score, changed = share of matches that changed), one per lifted low-dimensional
         restart (stage = "lowdim", restart, iter, criterion, gain, start = "gromov" or ``init``), one for the mean of
         two agreeing maps (stage = "mean", criterion, kept), one per refinement round (stage = "transport", iter, eps,
-        objective).
+        objective). With ``n_seeds`` > 1, those of the first seed kept, then stage = "seed mean" (seeds, confirmed,
+        gain, kept: the seeds' indices whose maps were averaged); ``restarts_`` etc. are that seed's too.
     """
 
     _state = ("W_", "mean_a_", "mean_b_")
@@ -167,37 +171,14 @@ class Isometric(Translator):
 
     def __init__(
         self,
-        n_init: int = 6,
-        n_iter: int = 300,
-        batch_size: int = 250,
-        explore_rows: int = 4000,
-        csls_k: int = 10,
-        init: str = "signature",
-        init_size: int = 4000,
-        n_quantiles: int = 256,
-        val_fraction: float = 0.15,
-        eval_every: int = 5,
-        patience: int = 3,
-        min_gain: float = 0.5,
-        agree: float = 0.7,
-        polish_iter: int = 5,
-        ot_iter: int = 20,
-        ot_eps: float = 0.05,
-        ot_scan: int = 4,
-        ot_rows: int = 12000,
-        n_clusters: int = 20,
-        anchor_runs: int = 30,
-        qap_restarts: int = 30,
-        soft_k: int = 50,
-        pair_weight: float = 1.0,
-        anneal_iter: int = 30,
-        anneal_eps_start: float = 0.1,
-        anneal_eps_end: float = 0.03,
-        lowdim: int = 64,
-        lowdim_restarts: int = 24,
-        gromov_restarts: int = 2,
-        seed: int = 0,
-        progress: bool = True,
+        n_init: int = 6, n_iter: int = 300, batch_size: int = 250, explore_rows: int = 4000, csls_k: int = 10,
+        init: str = "signature", init_size: int = 4000, n_quantiles: int = 256,
+        val_fraction: float = 0.15, eval_every: int = 5, patience: int = 3, min_gain: float = 0.5, agree: float = 0.7,
+        polish_iter: int = 5, ot_iter: int = 20, ot_eps: float = 0.05, ot_scan: int = 4, ot_rows: int = 12000,
+        n_clusters: int = 20, anchor_runs: int = 30, qap_restarts: int = 30, soft_k: int = 50,
+        pair_weight: float = 1.0, anneal_iter: int = 30, anneal_eps_start: float = 0.1, anneal_eps_end: float = 0.03,
+        lowdim: int = 64, lowdim_restarts: int = 24, gromov_restarts: int = 2,
+        seed: int = 0, progress: bool = True, n_seeds: int = 1,
     ):
         self.n_init = n_init
         self.n_iter = n_iter
@@ -230,11 +211,12 @@ class Isometric(Translator):
         self.gromov_restarts = gromov_restarts
         self.seed = seed
         self.progress = progress
+        self.n_seeds = n_seeds
 
     # -- parameters -------------------------------------------------------
     def _check_params(self) -> None:
         for name in ("n_init", "n_iter", "batch_size", "explore_rows", "csls_k", "init_size", "eval_every", "patience",
-                     "anchor_runs", "qap_restarts", "soft_k", "anneal_iter", "ot_scan"):
+                     "anchor_runs", "qap_restarts", "soft_k", "anneal_iter", "ot_scan", "n_seeds"):
             check_positive_int(getattr(self, name), name)
         for name in ("polish_iter", "ot_iter", "lowdim", "lowdim_restarts", "gromov_restarts", "seed"):
             check_positive_int(getattr(self, name), name, minimum=0)
@@ -253,6 +235,8 @@ class Isometric(Translator):
 
     def _fit(self, X: np.ndarray, Y: np.ndarray, pairs: Optional[np.ndarray] = None) -> None:
         self._check_params()
+        if self.n_seeds > 1:
+            return fit_seed_mean(self, X, Y, pairs)
         for name, Z in (("X", X), ("Y", Y)):
             if Z.shape[0] < _MIN_ROWS:
                 raise ValueError(f"{name} has {Z.shape[0]} rows; Isometric needs at least {_MIN_ROWS} per side")
