@@ -328,13 +328,13 @@ def basin(source: str, target: str, n: int, seed: int = 0) -> Dict[str, Any]:
 
 def seed_mean(source: str, target: str, n: int, seeds: Sequence[int] = (0, 1, 2, 3, 4)) -> Dict[str, Any]:
     """The ``seedmean`` part: default fits with each of ``seeds`` on the same data, and the map nearest the mean
-    of several of their maps (``polar`` of their sum, as :func:`translate.matching.mean_map` for two; every fit's
-    preprocessing is the same, it depends on the data only). Top-1 (pool 1000) of each fit, of the mean of every pair and every
+    of several of their maps (:func:`translate.matching.mean_map`; every fit's preprocessing is the same, it
+    depends on the data only). Top-1 (pool 1000) of each fit, of the mean of every pair and every
     triple of them, and of all: different seeds settle in different fixed points near the right map when rows
     are few, and their errors partly cancel."""
     import itertools
 
-    from translate.matching import polar
+    from translate.matching import mean_map
 
     A, B, At, Bt = real_data(source, target, n)
     fits, out = [], {"seeds": list(seeds), "top1": [], "confirmed": [], "wall_s": []}
@@ -349,7 +349,7 @@ def seed_mean(source: str, target: str, n: int, seeds: Sequence[int] = (0, 1, 2,
         out["confirmed"].append(bool(m.confirmed_))
         fits.append(m)
     for k in range(2, len(fits) + 1):
-        out[f"mean of {k}"] = [round(_top1_with(fits[0], polar(sum(fits[i].W_.astype(np.float64) for i in c)), At, Bt), 4)
+        out[f"mean of {k}"] = [round(_top1_with(fits[0], mean_map(*(fits[i].W_ for i in c)), At, Bt), 4)
                                for c in itertools.combinations(range(len(fits)), k)]
     return out
 

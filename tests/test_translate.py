@@ -1070,7 +1070,7 @@ def test_translation_mutual_knn_by_hand():
 
 
 def test_mean_map_is_the_rotation_halfway():
-    """polar(W1 + W2): of a map with itself, the map; of two rotations by +-t in one plane, the identity;
+    """polar(W1 + W2 + ...): of a map with itself, the map; of two rotations by +-t in one plane, the identity;
     of R and R·G(2t), R·G(t); semi-orthogonal inputs give a semi-orthogonal mean."""
     from translate.matching import mean_map
 
@@ -1089,6 +1089,11 @@ def test_mean_map_is_the_rotation_halfway():
     M = mean_map(S1, S2)
     assert M.shape == (4, 6)
     np.testing.assert_allclose(M @ M.T, np.eye(4), atol=1e-5)
+    # of three rotations by -t, 0, +t in one plane, the middle one; of one map, that map; of none, an error
+    np.testing.assert_allclose(mean_map(turn(-0.6), np.eye(6), turn(0.6)), np.eye(6), atol=1e-6)
+    np.testing.assert_allclose(mean_map(R), R, atol=1e-6)
+    with pytest.raises(ValueError, match="maps"):
+        mean_map()
 
 
 def test_isometric_two_agreeing_maps_start_the_refinement_from_their_mean_when_the_criterion_prefers_it(monkeypatch):

@@ -40,12 +40,17 @@ def polar(M: np.ndarray) -> np.ndarray:
     return orthogonal_procrustes(M).astype(np.float32)
 
 
-def mean_map(W1: np.ndarray, W2: np.ndarray) -> np.ndarray:
-    """The (semi-)orthogonal map nearest the mean of two, ``polar(W1 + W2)``: it maximises
-    ``tr(Wᵀ W1) + tr(Wᵀ W2)``, i.e. is nearest both in Frobenius norm. Of two estimates of one map from
-    different starts, it averages their partly independent errors; of two rotations it is the rotation
-    halfway between them."""
-    return polar(np.asarray(W1, np.float64) + W2)
+def mean_map(*maps: np.ndarray) -> np.ndarray:
+    """The (semi-)orthogonal map nearest the mean of several, ``polar(W1 + W2 + ...)`` (summed in float64, in
+    order): it maximises ``Σ_k tr(Wᵀ W_k)``, i.e. is nearest them all in Frobenius norm. Of estimates of one map
+    from different starts or seeds, it averages their partly independent errors; of two rotations it is the
+    rotation halfway between them."""
+    if not maps:
+        raise ValueError("maps: mean_map needs at least one map")
+    M = np.array(maps[0], dtype=np.float64)
+    for W in maps[1:]:
+        M += W
+    return polar(M)
 
 
 def random_map(d_a: int, d_b: int, rng: np.random.Generator) -> np.ndarray:
