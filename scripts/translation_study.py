@@ -47,6 +47,12 @@ Parts (``--parts``, default all):
   full-dimensional Gromov-Wasserstein couplings; ``basin``).
 * ``seedmean``: minilm <-> mpnet with 2000 texts per side, seeds 0-4: each fit's top-1 and
   that of the map nearest the mean of every pair, triple, ... of their maps (``seed_mean``).
+* ``shift``: minilm <-> mpnet with 5000 texts per side drawn from *different topic mixes* (``shifted_data``):
+  the texts of each half fall in 8 k-means clusters of their minilm embeddings, split into two groups
+  of about half the texts each; the source draws group-1 texts ``imbalance`` times as often as group-2
+  ones, the target the reverse (1, 2, 4, and ``"disjoint"``: each side only its own group). The pool is
+  the usual one, unshifted. Whether the fit still finds the map when the sides' texts are not alike,
+  and flags it when they share no topic.
 * ``sizecurve``: minilm <-> e5 (both directions, zero pairs) at 5k, 11.5k, 25k and 50k
   texts per side: the issue's fallback target (the smallest size <= 50k that reaches
   0.9 x the paired oracle). Up to 11.5k the ``real`` layout; beyond, e5 texts
@@ -135,6 +141,43 @@ def big_data(source: str, target: str, n: int) -> Data:
     A, B = (embed_corpus(e, corpus="wordnet", n=n, start=start[e], progress=False, cached_only=True)
             for e in (source, target))
     return A, B, _emb(source, POOL_START, POOL), _emb(target, POOL_START, POOL)
+
+
+SHIFT_CLUSTERS = 8
+SHIFTS = (1, 2, 4, "disjoint")
+
+
+@functools.lru_cache(maxsize=None)
+def _topic_group() -> np.ndarray:
+    """For texts [0, 2 HALF): True in topic group 1 (half the k-means clusters of their minilm embeddings,
+    alternately by size, so that each group holds about half the texts)."""
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(SHIFT_CLUSTERS, n_init=4, random_state=0).fit_predict(_emb("minilm", 0, 2 * HALF))
+    group1 = np.argsort(-np.bincount(labels))[::2]
+    return np.isin(labels, group1)
+
+
+def shifted_rows(n: int, imbalance: Any, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows of the two halves for ``shifted_data``: n of [0, HALF) and n of [HALF, 2 HALF) (as offsets into the
+    half), drawn without replacement with group-1 texts ``imbalance`` times as likely as group-2 ones on the source
+    side and the reverse on the target side (``"disjoint"``: only group 1 on the source, only group 2 on the target)."""
+    group1, rng = _topic_group(), np.random.default_rng(seed)
+
+    def draw(first: int, w1: float, w2: float) -> np.ndarray:
+        w = np.where(group1[first:first + HALF], w1, w2)
+        return np.sort(rng.choice(HALF, n, replace=False, p=w / w.sum()))
+
+    if imbalance == "disjoint":
+        return draw(0, 1.0, 0.0), draw(HALF, 0.0, 1.0)
+    return draw(0, float(imbalance), 1.0), draw(HALF, 1.0, float(imbalance))
+
+
+def shifted_data(source: str, target: str, n: int, imbalance: Any, seed: int = 0) -> Data:
+    """The ``shift`` part's layout (``shifted_rows``); the usual pool."""
+    ia, ib = shifted_rows(n, imbalance, seed)
+    return _emb(source, 0, HALF)[ia], _emb(target, HALF, HALF)[ib], _emb(source, POOL_START, POOL), \
+        _emb(target, POOL_START, POOL)
 
 
 def pairs_data(source: str, target: str, n: int, m: int):
@@ -575,6 +618,13 @@ def plan(args) -> List[Tuple[str, Dict[str, Any], Callable[[], Data], int, Dict[
                 key = {"source": src, "target": tgt, "n": args.n, "oracle": oracles[src, tgt][0],
                        "oracle8192": oracles[src, tgt][1]}
                 jobs.append(("e5", key, functools.partial(real_data, src, tgt, args.n), s, {}))
+    if "shift" in args.parts:
+        for imbalance in SHIFTS:
+            for src, tgt in (("minilm", "mpnet"), ("mpnet", "minilm")):
+                ia, ib = shifted_rows(5000, imbalance)
+                share = [round(float(_topic_group()[ia].mean()), 3), round(float(_topic_group()[HALF + ib].mean()), 3)]
+                key = {"source": src, "target": tgt, "n": 5000, "imbalance": imbalance, "group1_share": share}
+                jobs.append(("shift", key, functools.partial(shifted_data, src, tgt, 5000, imbalance), 0, {}))
     if "sizecurve" in args.parts:
         for n in args.sizes:
             for src, tgt in (("minilm", "e5"), ("e5", "minilm")):
@@ -644,7 +694,7 @@ def summarise(results: List[Dict[str, Any]]) -> str:
         out += ["\n### pairs, per setting\n", pairs_table(results)]
     if any(r["part"] == "e5" for r in results):
         out += ["\n### e5, per seed\n", e5_table(results)]
-    for part in ("synthetic", "real", "curve", "pairs", "pool8192", "e5", "ablation"):
+    for part in ("synthetic", "real", "curve", "pairs", "pool8192", "e5", "shift", "ablation"):
         rows = [r for r in results if r["part"] == part]
         if not rows:
             continue
@@ -736,7 +786,7 @@ def plot_basin(results: List[Dict[str, Any]], path: Path) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parts = ["synthetic", "real", "curve", "pairs", "pool8192", "e5", "fixedpoint", "fromoracle", "basin", "seedmean",
-             "sizecurve", "clusters", "ica", "blasthreads", "ablation"]
+             "shift", "sizecurve", "clusters", "ica", "blasthreads", "ablation"]
     ap.add_argument("--parts", nargs="+", default=parts, choices=parts)
     ap.add_argument("--n", type=int, default=HALF, help="texts per side for the 'real' part")
     ap.add_argument("--seeds", type=int, default=5)

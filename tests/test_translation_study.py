@@ -73,3 +73,23 @@ def test_seed_mean_reports_every_subset(monkeypatch):
     assert out["seeds"] == [0, 1, 2] and len(out["top1"]) == len(out["confirmed"]) == len(out["wall_s"]) == 3
     assert len(out["mean of 2"]) == 3 and len(out["mean of 3"]) == 1
     assert all(0.0 <= t <= 1.0 for t in out["top1"] + out["mean of 2"] + out["mean of 3"])
+
+
+def test_shifted_rows_draw_each_side_from_its_topic_mix(monkeypatch):
+    """The ``shift`` layout: the source favours topic group 1 by the imbalance, the target group 2; "disjoint"
+    keeps each side to its own group; rows are distinct, sorted, inside their half, and fixed by the seed."""
+    import numpy as np
+
+    half = 2000
+    group1 = np.arange(2 * half) % 2 == 0  # every other text is in group 1
+    monkeypatch.setattr(T, "HALF", half)
+    monkeypatch.setattr(T, "_topic_group", lambda: group1)
+    # drawn without replacement, the favoured group's share falls a little under r / (r + 1) (0.73-0.77 at r = 4)
+    for imbalance, lo, hi in ((1, 0.42, 0.58), (4, 0.68, 0.8)):
+        ia, ib = T.shifted_rows(800, imbalance, seed=3)
+        assert len(set(ia)) == len(set(ib)) == 800 and np.all(np.diff(ia) > 0) and np.all(np.diff(ib) > 0)
+        assert ia.max() < half and ib.max() < half
+        assert lo < group1[ia].mean() < hi and lo < 1 - group1[half + ib].mean() < hi
+    ia, ib = T.shifted_rows(800, "disjoint", seed=3)
+    assert group1[ia].all() and not group1[half + ib].any()
+    assert all(np.array_equal(a, b) for a, b in zip(T.shifted_rows(800, 2, seed=5), T.shifted_rows(800, 2, seed=5)))
