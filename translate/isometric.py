@@ -93,6 +93,18 @@ def _confirms(res: Dict[str, Any]) -> bool:
     return res["agrees_with"] is not None or (res["success"] and held > 0 and res["pairs_found"] >= max(2, held / 2))
 
 
+def _distinct_rows(Z: np.ndarray, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Z without exact repeats of an earlier row (first occurrences, in their order: Z itself when none repeats),
+    and ``rows`` (indices into Z) mapped to the kept row holding the same values."""
+    _, first, inverse = np.unique(Z, axis=0, return_index=True, return_inverse=True)
+    if len(first) == len(Z):
+        return Z, rows
+    keep = np.sort(first)
+    pos = np.empty(len(Z), np.int64)
+    pos[keep] = np.arange(len(keep))
+    return Z[keep], None if rows is None else pos[first[inverse.reshape(-1)][rows]]
+
+
 class Isometric(Translator):
     """Unpaired orthogonal (semi-orthogonal when d_a != d_b) translator.
 
@@ -237,9 +249,14 @@ class Isometric(Translator):
         self._check_params()
         if self.n_seeds > 1:
             return fit_seed_mean(self, X, Y, pairs)
+        # a repeated row adds nothing to an unpaired fit but a second claim on one-to-one matches and plans
+        # (minilm -> mpnet, 3000 distinct texts per side plus 1000 repeats: 0.952 against 0.973 without them)
+        (X, ia), (Y, ib) = _distinct_rows(X, None if pairs is None else pairs[:, 0]), \
+            _distinct_rows(Y, None if pairs is None else pairs[:, 1])
+        pairs = None if pairs is None else np.stack([ia, ib], axis=1)
         for name, Z in (("X", X), ("Y", Y)):
             if Z.shape[0] < _MIN_ROWS:
-                raise ValueError(f"{name} has {Z.shape[0]} rows; Isometric needs at least {_MIN_ROWS} per side")
+                raise ValueError(f"{name} has {Z.shape[0]} distinct rows; Isometric needs at least {_MIN_ROWS} per side")
         prep = SpacePrep(center=True, normalize=True)
         self.mean_a_, _, Xp = prep.fit(X)
         self.mean_b_, self.stats_b_, Yp = prep.fit(Y)
