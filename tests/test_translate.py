@@ -761,6 +761,9 @@ def test_isometric_too_few_rows(n_x, n_y, name):
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match=f"{name} has 10 rows; Isometric needs at least 20"):
         Isometric(**ISO).fit(rng.standard_normal((n_x, 4)), rng.standard_normal((n_y, 4)))
+    X = np.tile(rng.standard_normal((10, 4)), (3, 1))  # 30 rows, 10 distinct
+    with pytest.raises(ValueError, match="X has 30 rows, 10 distinct; Isometric needs at least 20 distinct rows"):
+        Isometric(**ISO).fit(X, rng.standard_normal((60, 4)))
 
 
 # ---------------------------------------------------------------------------

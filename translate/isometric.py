@@ -251,12 +251,14 @@ class Isometric(Translator):
             return fit_seed_mean(self, X, Y, pairs)
         # a repeated row adds nothing to an unpaired fit but a second claim on one-to-one matches and plans
         # (minilm -> mpnet, 3000 distinct texts per side plus 1000 repeats: 0.952 against 0.973 without them)
+        given = {"X": len(X), "Y": len(Y)}
         (X, ia), (Y, ib) = _distinct_rows(X, None if pairs is None else pairs[:, 0]), \
             _distinct_rows(Y, None if pairs is None else pairs[:, 1])
         pairs = None if pairs is None else np.stack([ia, ib], axis=1)
         for name, Z in (("X", X), ("Y", Y)):
             if Z.shape[0] < _MIN_ROWS:
-                raise ValueError(f"{name} has {Z.shape[0]} distinct rows; Isometric needs at least {_MIN_ROWS} per side")
+                raise ValueError(f"{name} has {given[name]} rows" + (f", {len(Z)} distinct" if len(Z) < given[name] else "")
+                                 + f"; Isometric needs at least {_MIN_ROWS} distinct rows per side")
         prep = SpacePrep(center=True, normalize=True)
         self.mean_a_, _, Xp = prep.fit(X)
         self.mean_b_, self.stats_b_, Yp = prep.fit(Y)
