@@ -361,7 +361,7 @@ def test_isometric_same_seed_same_map():
 def test_isometric_drops_repeated_rows_and_maps_pairs_onto_the_kept_ones(monkeypatch):
     """Repeats of earlier rows are dropped before the fit (first occurrences, in order): the same map as without
     them, bit for bit; a known pair naming a repeat is moved to the row it repeats."""
-    from translate import isometric
+    from translate import matching
 
     X, Y, _, _, _ = iso_data(8, 8, n=1300, n_test=2, k=30)
     p = dict(n_init=2, n_iter=10, min_gain=100.0, **ISO)
@@ -371,9 +371,9 @@ def test_isometric_drops_repeated_rows_and_maps_pairs_onto_the_kept_ones(monkeyp
         a = Isometric(seed=3, **p).fit(X, Y)
         b = Isometric(seed=3, **p).fit(np.concatenate([X, X[rep_x]]), np.concatenate([Y, Y[rep_y]]))
     assert np.array_equal(a.W_, b.W_) and a.history_ == b.history_
-    Z, rows = isometric._distinct_rows(np.concatenate([X, X[rep_x]]), np.array([1300, 1302, 1303, 4]))
+    Z, rows = matching.distinct_rows(np.concatenate([X, X[rep_x]]), np.array([1300, 1302, 1303, 4]))
     assert np.array_equal(Z, X) and rows.tolist() == [5, 5, 900, 4]
-    assert isometric._distinct_rows(X, None)[0] is X
+    assert matching.distinct_rows(X, None)[0] is X
 
 
 def test_isometric_restarts_are_not_copies(monkeypatch):

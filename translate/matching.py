@@ -20,7 +20,7 @@ from align.knn import knn, knn_both
 from .paired import orthogonal_procrustes
 
 __all__ = [
-    "unit_rows", "polar", "mean_map", "random_map", "cross", "entropic_plan", "plan_cross", "transport_step",
+    "unit_rows", "polar", "mean_map", "distinct_rows", "random_map", "cross", "entropic_plan", "plan_cross", "transport_step",
     "best_schedule", "gromov_starts",
     "common_space", "csls_match", "signatures", "subsample", "block_assignment", "qap_swap_search", "match_kernels",
     "centred_kernel", "centroid_anchors", "relative_targets", "pair_ranks", "pairs_found",
@@ -51,6 +51,18 @@ def mean_map(*maps: np.ndarray) -> np.ndarray:
     for W in maps[1:]:
         M += W
     return polar(M)
+
+
+def distinct_rows(Z: np.ndarray, rows: Optional[np.ndarray]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Z without exact repeats of an earlier row (first occurrences, in their order: Z itself when none repeats),
+    and ``rows`` (indices into Z) mapped to the kept row holding the same values."""
+    _, first, inverse = np.unique(Z, axis=0, return_index=True, return_inverse=True)
+    if len(first) == len(Z):
+        return Z, rows
+    keep = np.sort(first)
+    pos = np.empty(len(Z), np.int64)
+    pos[keep] = np.arange(len(keep))
+    return Z[keep], None if rows is None else pos[first[inverse.reshape(-1)][rows]]
 
 
 def random_map(d_a: int, d_b: int, rng: np.random.Generator) -> np.ndarray:
