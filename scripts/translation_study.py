@@ -619,10 +619,11 @@ def plan(args) -> List[Tuple[str, Dict[str, Any], Callable[[], Data], int, Dict[
                        "oracle8192": oracles[src, tgt][1]}
                 jobs.append(("e5", key, functools.partial(real_data, src, tgt, args.n), s, {}))
     if "shift" in args.parts:
+        group1 = _topic_group()
         for imbalance in SHIFTS:
+            ia, ib = shifted_rows(5000, imbalance)
+            share = [round(float(group1[ia].mean()), 3), round(float(group1[HALF + ib].mean()), 3)]
             for src, tgt in (("minilm", "mpnet"), ("mpnet", "minilm")):
-                ia, ib = shifted_rows(5000, imbalance)
-                share = [round(float(_topic_group()[ia].mean()), 3), round(float(_topic_group()[HALF + ib].mean()), 3)]
                 key = {"source": src, "target": tgt, "n": 5000, "imbalance": imbalance, "group1_share": share}
                 jobs.append(("shift", key, functools.partial(shifted_data, src, tgt, 5000, imbalance), 0, {}))
     if "sizecurve" in args.parts:
