@@ -376,6 +376,30 @@ def test_isometric_drops_repeated_rows_and_maps_pairs_onto_the_kept_ones(monkeyp
     assert matching.distinct_rows(X, None)[0] is X
 
 
+@pytest.mark.slow
+def test_isometric_fit_rows_caps_the_rows_every_polish_matches(monkeypatch, iso32):
+    """Beyond ``fit_rows`` fit rows per side, the search matches one random subsample of them (the cost of a
+    polishing round grows as n²); at or above the row count the fit is the uncapped one, bit for bit."""
+    X, Y, Xt, Yt, _ = iso_data(32, 32)  # iso32's data: 1275 fit rows per side, 225 held out
+    seen = []
+    orig = Isometric._polish
+
+    def record(self, Xp, Yp, *a):
+        seen.append((len(Xp), len(Yp)))
+        return orig(self, Xp, Yp, *a)
+
+    monkeypatch.setattr(Isometric, "_polish", record)
+    capped = Isometric(seed=0, fit_rows=800, **ISO).fit(X, Y)
+    assert seen and all(s == (800, 800) for s in seen)
+    assert capped.confirmed_ and evaluate(capped.transform(Xt), Yt)["top1"] > 0.9
+    seen.clear()
+    full = Isometric(seed=0, fit_rows=1275, **ISO).fit(X, Y)
+    assert seen and all(s == (1275, 1275) for s in seen)
+    assert np.array_equal(full.W_, iso32[0].W_)
+    with pytest.raises(ValueError, match="fit_rows"):
+        Isometric(fit_rows=5, **ISO).fit(X, Y)
+
+
 def test_isometric_restarts_are_not_copies(monkeypatch):
     starts = []
     orig = Isometric._initial_map

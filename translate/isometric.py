@@ -118,6 +118,9 @@ class Isometric(Translator):
     ot_eps, ot_scan : its temperatures, ``ot_eps · 2^j`` for j < ``ot_scan``, on cosine similarities.
     ot_rows : rows per side (a random subsample beyond it) in each entropic plan; memory is one ``ot_rows²`` float32
         buffer (576 MB at 12000).
+    fit_rows : fit rows per side the search matches at most: beyond it, one random subsample, drawn once per fit
+        after the held-out rows (the known pairs' rows always kept); the final refinement's plans still draw
+        ``ot_rows`` from all rows. Each polishing round matches every fit row (n² · d), which rules large inputs.
     n_clusters, anchor_runs, qap_restarts : ``init="anchors"``: k-means clusters per run, runs pooled,
         quadratic-assignment starts per run (mini-vec2vec's 20 / 30 / 30).
     soft_k : rows of B averaged into each target of a relative-representation start (50).
@@ -175,6 +178,7 @@ class Isometric(Translator):
         init: str = "signature", init_size: int = 4000, n_quantiles: int = 256,
         val_fraction: float = 0.15, eval_every: int = 5, patience: int = 3, min_gain: float = 0.5, agree: float = 0.7,
         polish_iter: int = 5, ot_iter: int = 20, ot_eps: float = 0.05, ot_scan: int = 4, ot_rows: int = 12000,
+        fit_rows: int = 20000,
         n_clusters: int = 20, anchor_runs: int = 30, qap_restarts: int = 30, soft_k: int = 50,
         pair_weight: float = 1.0, anneal_iter: int = 30, anneal_eps_start: float = 0.1, anneal_eps_end: float = 0.03,
         lowdim: int = 64, lowdim_restarts: int = 24, gromov_restarts: int = 2,
@@ -198,6 +202,7 @@ class Isometric(Translator):
         self.ot_eps = ot_eps
         self.ot_scan = ot_scan
         self.ot_rows = ot_rows
+        self.fit_rows = fit_rows
         self.n_clusters = n_clusters
         self.anchor_runs = anchor_runs
         self.qap_restarts = qap_restarts
@@ -222,6 +227,7 @@ class Isometric(Translator):
             check_positive_int(getattr(self, name), name, minimum=0)
         check_positive_int(self.n_quantiles, "n_quantiles", minimum=2)
         check_positive_int(self.ot_rows, "ot_rows", minimum=2)
+        check_positive_int(self.fit_rows, "fit_rows", minimum=_MIN_ROWS)
         check_choice(self.init, "init", INITS)
         check_real(self.val_fraction, "val_fraction", 0, 0.5, open_low=True, open_high=True)
         check_real(self.agree, "agree", 0, 1, open_low=True, open_high=True)
@@ -257,7 +263,8 @@ class Isometric(Translator):
             n_val = int(min(max(round(self.val_fraction * n), 10), _MAX_VAL))
             perm = rng.permutation(n)
             perm = np.concatenate([perm[~np.isin(perm, keep)], perm[np.isin(perm, keep)]])
-            return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+            first = max(n_val, n - max(self.fit_rows, len(np.unique(keep))))  # the known pairs' rows come last
+            return np.sort(perm[first:]), np.sort(perm[:n_val])
 
         rows = np.zeros((0, 2), np.int64) if pairs is None else pairs
         (fa, va), (fb, vb) = split(len(Xp), rows[:, 0]), split(len(Yp), rows[:, 1])
