@@ -358,7 +358,7 @@ def test_isometric_same_seed_same_map():
     assert len(a.restarts_) == 2
 
 
-def test_isometric_drops_repeated_rows_and_maps_pairs_onto_the_kept_ones(monkeypatch):
+def test_isometric_drops_repeated_rows_and_maps_pairs_onto_the_kept_ones():
     """Repeats of earlier rows are dropped before the fit (first occurrences, in order): the same map as without
     them, bit for bit; a known pair naming a repeat is moved to the row it repeats."""
     from translate import matching

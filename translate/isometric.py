@@ -262,8 +262,9 @@ class Isometric(Translator):
         def split(n: int, keep: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
             n_val = int(min(max(round(self.val_fraction * n), 10), _MAX_VAL))
             perm = rng.permutation(n)
-            perm = np.concatenate([perm[~np.isin(perm, keep)], perm[np.isin(perm, keep)]])
-            first = max(n_val, n - max(self.fit_rows, len(np.unique(keep))))  # the known pairs' rows come last
+            kept = np.isin(perm, keep)
+            perm = np.concatenate([perm[~kept], perm[kept]])
+            first = max(n_val, n - max(self.fit_rows, int(kept.sum())))  # the known pairs' rows come last
             return np.sort(perm[first:]), np.sort(perm[:n_val])
 
         rows = np.zeros((0, 2), np.int64) if pairs is None else pairs
