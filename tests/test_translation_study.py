@@ -93,3 +93,21 @@ def test_shifted_rows_draw_each_side_from_its_topic_mix(monkeypatch):
     ia, ib = T.shifted_rows(800, "disjoint", seed=3)
     assert group1[ia].all() and not group1[half + ib].any()
     assert all(np.array_equal(a, b) for a, b in zip(T.shifted_rows(800, 2, seed=5), T.shifted_rows(800, 2, seed=5)))
+
+
+def test_word_corpus_is_one_fixed_list_written_once(monkeypatch, tmp_path):
+    """The ``words`` part's corpus: 40000 distinct alphabetic words of 3+ letters from GloVe's vocabulary, the same
+    list on every machine (its sha256 pinned), written once into the cache folder and reused."""
+    import hashlib
+
+    monkeypatch.setenv("REPTRANS_CACHE", str(tmp_path))
+    path = T.word_corpus()
+    assert path.parent.parent == tmp_path
+    words = path.read_text().splitlines()
+    assert len(words) == len(set(words)) == T.WORDS
+    assert all(w.isascii() and w.isalpha() and len(w) >= 3 for w in words)
+    assert "the" not in words and "and" not in words  # the 200 most frequent tokens are left out
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == \
+        "f1eac4843be605b96d0807e6f61b61c3a6ad2a941966d09d8493cc6de0efdb70"
+    stamp = path.stat().st_mtime_ns
+    assert T.word_corpus() == path and path.stat().st_mtime_ns == stamp
