@@ -201,6 +201,7 @@ def word_corpus() -> Path:
     as WordNet's texts are (``align.data``): the same list on every machine."""
     import hashlib
 
+    from align.checkpoint import atomic_write_bytes
     from align.encoders import ENCODERS, GloveAverager, cache_root
 
     path = cache_root() / "corpora" / "glove_words.txt"
@@ -208,10 +209,7 @@ def word_corpus() -> Path:
         vocab = list(GloveAverager(ENCODERS["glove"].locate()).row)  # in the vocabulary's order
         words = [w for w in vocab[200:60000] if w.isascii() and w.isalpha() and len(w) >= 3][:WORDS]
         words.sort(key=lambda w: hashlib.sha256(b"0\0" + w.encode()).digest())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("\n".join(words) + "\n")
-        tmp.replace(path)
+        atomic_write_bytes(path, ("\n".join(words) + "\n").encode())
     return path
 
 
@@ -231,11 +229,8 @@ def words_data(source: str, target: str, n: int) -> Data:
 
 def words_oracle(source: str, target: str, n: int) -> float:
     """Procrustes (VecMap-normalised) on the target's n words embedded by both, scored on the words' pool."""
-    from translate.paired import Procrustes
-
     _, B, At, Bt = words_data(source, target, n)
-    m = Procrustes(normalize=True).fit(words_emb(source, WORDS_TARGET, n), B)
-    return round(float(evaluate(m.transform(At), Bt)["top1"]), 4)
+    return paired_top1(words_emb(source, WORDS_TARGET, n), B, At, Bt)
 
 
 def pairs_data(source: str, target: str, n: int, m: int):
@@ -249,12 +244,17 @@ def pairs_data(source: str, target: str, n: int, m: int):
 def oracle_top1(source: str, target: str, n: int, pool: int = POOL) -> float:
     """The paired Procrustes oracle (VecMap preprocessing) on the n target texts,
     scored on the pool of 1000 or (``pool=BIG_POOL``) of 8192."""
-    from translate.paired import Procrustes
-
     _, B, At, Bt = real_data(source, target, n)
     if pool == BIG_POOL:
         At, Bt = big_pool(source, target)
-    t = Procrustes(normalize=True).fit(_emb(source, HALF, HALF)[:n], B)
+    return paired_top1(_emb(source, HALF, HALF)[:n], B, At, Bt)
+
+
+def paired_top1(A_paired: np.ndarray, B: np.ndarray, At: np.ndarray, Bt: np.ndarray) -> float:
+    """Top-1 on the pool (At, Bt) of Procrustes (VecMap-normalised) fitted on the paired rows (A_paired, B)."""
+    from translate.paired import Procrustes
+
+    t = Procrustes(normalize=True).fit(A_paired, B)
     return round(float(evaluate(t.transform(At), Bt)["top1"]), 4)
 
 
